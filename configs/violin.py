@@ -1,0 +1,71 @@
+"""TNCA on a violin note (University of Iowa MIS, A5 on the E string, fortissimo).
+
+Full run (GPU/TPU; also runs on CPU, slowly):
+  python main.py --config=configs/violin.py --workdir=runs/violin_full
+CPU smoke run (2 cores, under 5 minutes):
+  python main.py --config=configs/violin.py:quick --workdir=runs/violin
+Another recording:
+  python main.py --config=configs/violin.py:quick --workdir=runs/mine \\
+      --config.audio_path=/path/to/note.wav
+On a Colab TPU or a multi-GPU host the same command runs unchanged.
+"""
+
+from pathlib import Path
+
+import ml_collections
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """`arg`: None for the full configuration, "quick" for the CPU smoke variant."""
+    config = ml_collections.ConfigDict()
+    # Target recording: trimmed of leading/trailing audio 60 dB below its peak, capped.
+    config.audio_path = str(DATA / "violin" / "Violin.arco.ff.sulE.A5.stereo.wav")
+    config.trim_db = 60.0
+    config.max_seconds = 4.0
+    config.min_seconds = 0.5
+    # Representation and inversion: the TNCA grows the log-mel of this spectral contract.
+    config.contract = "griffinlim_22khz_128band"
+    config.vocoder = "griffinlim"
+    config.vocoder_path = None
+    config.seed = 0
+
+    config.model = ml_collections.ConfigDict()
+    config.model.channels = 16
+    config.model.hidden = 96
+    config.model.fire_rate = 0.5
+    config.model.seed_spacing = 8  # frames between seed columns (onset first)
+
+    config.train = ml_collections.ConfigDict()
+    config.train.iterations = 1000
+    config.train.batch_size = 4
+    config.train.pool_size = 256
+    config.train.min_steps = 24
+    config.train.max_steps = 40
+    config.train.learning_rate = 2e-3
+    config.train.final_lr_fraction = 0.1
+    config.train.growth_weight = 0.1
+    config.train.overflow_weight = 1.0
+    config.train.remat = False
+    config.train.log_every = 20
+    config.train.checkpoint_every = 200
+    config.train.keep_checkpoints = 3
+
+    config.generate = ml_collections.ConfigDict()
+    config.generate.steps = 64
+    config.generate.num_stages = 8
+
+    if arg == "quick":
+        config.model.hidden = 64
+        config.train.iterations = 300
+        config.train.batch_size = 2
+        config.train.pool_size = 64
+        config.train.min_steps = 16
+        config.train.max_steps = 24
+        config.train.log_every = 10
+        config.train.checkpoint_every = 100
+    elif arg not in (None, ""):
+        raise ValueError(f"unknown config variant {arg!r}; use configs/violin.py or "
+                         "configs/violin.py:quick")
+    return config

@@ -1,0 +1,43 @@
+"""Shared fixtures: a tiny configuration on the shipped violin, and one trained tiny workdir."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+
+from configs.violin import get_config  # noqa: E402
+
+VIOLIN = ROOT / "data" / "violin" / "Violin.arco.ff.sulE.A5.stereo.wav"
+
+
+def tiny_config(iterations: int = 3):
+    """The quick config shrunk to seconds: 0.6 s of the violin, hidden 16, 4-6 growth steps."""
+    config = get_config("quick")
+    config.max_seconds = 0.6
+    config.model.hidden = 16
+    config.train.iterations = iterations
+    config.train.batch_size = 2
+    config.train.pool_size = 4
+    config.train.min_steps = 4
+    config.train.max_steps = 6
+    config.train.log_every = 1
+    config.train.checkpoint_every = 2
+    config.generate.steps = 8
+    config.generate.num_stages = 4
+    return config
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory) -> Path:
+    from tnca_jax.run import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("violin_run")
+    train_and_evaluate(tiny_config(), workdir, progress=False)
+    return workdir

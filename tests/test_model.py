@@ -1,0 +1,90 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from tnca_jax.model import (
+    ALPHA,
+    CLOCK,
+    TNCA,
+    VALUE,
+    alive_mask,
+    grow,
+    grow_stages,
+    perceive,
+    seed_state,
+)
+
+
+def test_perception_kernels_on_a_ramp():
+    """Identity copies, Sobel measures slope along its own axis only, Laplacian of a ramp is 0."""
+    freq, time = np.meshgrid(np.arange(6.0), np.arange(7.0), indexing="ij")
+    grid = jnp.asarray(np.stack([2.0 * time, 3.0 * freq], axis=-1))[None]  # [1, F, T, 2]
+    out = np.asarray(perceive(grid))[0, 1:-1, 1:-1]  # interior, [F-2, T-2, 8]
+    identity, d_time, d_freq, laplacian = np.split(out, 4, axis=-1)
+    np.testing.assert_allclose(identity, np.asarray(grid)[0, 1:-1, 1:-1])
+    np.testing.assert_allclose(d_time[..., 0], 2.0)  # Sobel / 8 gives the slope per cell
+    np.testing.assert_allclose(d_time[..., 1], 0.0, atol=1e-6)
+    np.testing.assert_allclose(d_freq[..., 1], 3.0)
+    np.testing.assert_allclose(d_freq[..., 0], 0.0, atol=1e-6)
+    np.testing.assert_allclose(laplacian, 0.0, atol=1e-6)
+
+
+def test_living_mask_is_the_3x3_neighbourhood_of_alpha_above_threshold():
+    state = jnp.zeros((1, 5, 5, 3)).at[0, 2, 2, ALPHA].set(0.5).at[0, 0, 4, ALPHA].set(0.05)
+    mask = np.asarray(alive_mask(state))[0, ..., 0]
+    expected = np.zeros((5, 5), bool)
+    expected[1:4, 1:4] = True
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_seeds_are_living_columns_that_know_their_place_in_the_note():
+    seed = np.asarray(seed_state(8, 10, 6, batch=2, spacing=4))
+    assert seed.shape == (2, 8, 10, 6)
+    columns = [0, 4, 8]
+    np.testing.assert_array_equal(np.flatnonzero(seed[0, 0, :, ALPHA]), columns)
+    np.testing.assert_allclose(seed[1, 3, columns, CLOCK], np.array(columns) / 10)
+    assert np.all(seed[:, :, columns, CLOCK + 1:] == 1)
+    assert np.all(seed[..., VALUE] == 0)  # the value channel starts silent
+    assert alive_mask(jnp.asarray(seed)).mean() == pytest.approx(8 / 10)  # seeds +-1 frame
+
+
+def _random_model(n_bands=8):
+    model = TNCA(n_bands, channels=6, hidden=16, fire_rate=0.5, rngs=nnx.Rngs(0))
+    # The last layer starts at zero (growth does nothing yet): give it weights to test with.
+    model.update_rule.out.kernel[...] = 0.1 * jax.random.normal(jax.random.key(1), (16, 6))
+    return model
+
+
+def test_scanned_rollout_equals_a_python_loop_of_steps():
+    model = _random_model()
+    graphdef, params = nnx.split(model)
+    start = seed_state(8, 12, 6, batch=2)
+    key = jax.random.key(3)
+    scanned, _ = jax.jit(grow, static_argnums=(0, 4))(graphdef, params, start, key, 10)
+    state = start
+    for i in range(10):
+        state = model(state, jax.random.fold_in(key, i))
+    np.testing.assert_allclose(np.asarray(scanned), np.asarray(state), atol=1e-5)
+    assert float(jnp.abs(scanned - start).max()) > 0.01  # it did grow something
+
+
+def test_snapshot_is_the_state_at_the_sampled_step_and_stages_continue_the_growth():
+    model = _random_model()
+    graphdef, params = nnx.split(model)
+    start, key = seed_state(8, 12, 6), jax.random.key(0)
+    final, snapshot = grow(graphdef, params, start, key, 9, snapshot_step=4)
+    four, _ = grow(graphdef, params, start, key, 4)
+    np.testing.assert_allclose(np.asarray(snapshot), np.asarray(four), atol=1e-6)
+    stages = grow_stages(graphdef, params, start, key, 9, num_stages=3)
+    np.testing.assert_allclose(np.asarray(stages[-1]), np.asarray(model.spectrogram(final)),
+                               atol=1e-5)
+
+
+def test_zero_initialised_update_leaves_the_seed_unchanged():
+    model = TNCA(8, channels=6, hidden=16, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    seed = seed_state(8, 12, 6)
+    grown, _ = grow(graphdef, params, seed, jax.random.key(0), 5)
+    np.testing.assert_array_equal(np.asarray(grown), np.asarray(seed))

@@ -1,0 +1,299 @@
+"""Training a TNCA on one recording: sample pool, stochastic rollouts, Adam, orbax checkpoints.
+
+The train step is one `jax.jit` over pure state (model and optimizer split once with
+`nnx.split`). Each step:
+1. draws a batch from the sample pool (Growing NCA) and replaces its worst member by the seed;
+2. grows it for a fixed `max_steps` with `lax.scan`, keeping the state at a step sampled from
+   [min_steps, max_steps] (one compiled rollout serves every length);
+3. takes a frequency-weighted L1 between the grown value channel and the target log-mel
+   (normalised to [0, 1] over the contract's log range), plus a growth term (alpha towards 1
+   everywhere) and an overflow penalty;
+4. normalises each parameter's gradient to unit L2 norm, then Adam with a decaying rate;
+5. writes the grown states back to the pool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from tnca_jax import audio as audio_lib
+from tnca_jax.contract import SpectralContract, get_contract, log_mel
+from tnca_jax.model import ALIVE_THRESHOLD, ALPHA, TNCA, grow
+
+CHECKPOINT_DIR = "checkpoints"
+TRAIN_LOG = "train_metrics.jsonl"
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced a NaN/Inf loss or gradient."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The recording a TNCA learns to grow.
+
+    Attributes:
+      audio: mono float32 waveform at the contract's rate, cut to a whole number of frames.
+      log_mel: [n_mels, frames] the contract's log-mel of `audio`.
+      contract: the spectral contract of `log_mel`.
+    """
+
+    audio: np.ndarray
+    log_mel: np.ndarray
+    contract: SpectralContract
+
+    @property
+    def normalized(self) -> jax.Array:
+        """log_mel mapped to [0, 1] over the contract's log range (0 = silence)."""
+        return to_unit(jnp.asarray(self.log_mel), self.contract)
+
+
+def to_unit(log_mel: jax.Array, contract: SpectralContract) -> jax.Array:
+    return jnp.clip((log_mel - contract.log_min) / (contract.log_max - contract.log_min), 0, 1)
+
+
+def from_unit(value: jax.Array, contract: SpectralContract) -> jax.Array:
+    """Grown value channel -> the contract's log-mel (values outside [0, 1] are clipped)."""
+    return contract.log_min + (contract.log_max - contract.log_min) * jnp.clip(value, 0, 1)
+
+
+def load_target(config: ml_collections.ConfigDict) -> Target:
+    contract = get_contract(config.contract)
+    audio = audio_lib.load_audio(config.audio_path, contract.sample_rate,
+                                 trim_db=config.trim_db, max_seconds=config.max_seconds)
+    frames = contract.num_frames(len(audio))
+    min_seconds = config.min_seconds
+    if len(audio) < min_seconds * contract.sample_rate or frames < 2:
+        raise audio_lib.AudioError(
+            f"{config.audio_path} has {len(audio) / contract.sample_rate:.2f} s of sound after "
+            f"trimming, less than min_seconds={min_seconds}; give a longer note or lower "
+            "--config.min_seconds")
+    audio = audio[: contract.num_samples(frames)]
+    return Target(audio=audio, log_mel=np.asarray(log_mel(audio, contract)), contract=contract)
+
+
+def create_model(config: ml_collections.ConfigDict, n_bands: int) -> TNCA:
+    return TNCA(n_bands, channels=config.model.channels, hidden=config.model.hidden,
+                fire_rate=config.model.fire_rate, seed_spacing=config.model.seed_spacing,
+                rngs=nnx.Rngs(config.seed))
+
+
+def init_train_state(config: ml_collections.ConfigDict, n_bands: int, n_frames: int,
+                     band_level: jax.Array | None = None
+                     ) -> tuple[nnx.GraphDef, nnx.State, jax.Array]:
+    """Fresh (graphdef, model+optimizer state, sample pool [pool_size, F, T, C]).
+
+    `band_level` [F]: the model's starting per-band level (the target's mean, normalised).
+    """
+    model = create_model(config, n_bands)
+    if band_level is not None:
+        model.band_level[...] = band_level
+    optimizer = nnx.Optimizer(model, make_optimizer(config.train), wrt=nnx.Param)
+    graphdef, train_state = nnx.split((model, optimizer))
+    pool = model.seed(n_frames, config.train.pool_size)
+    return graphdef, train_state, pool
+
+
+def normalize_per_variable(eps: float = 1e-8) -> optax.GradientTransformation:
+    """Scale each parameter's gradient to unit L2 norm (Growing NCA)."""
+
+    def update_fn(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda g: g / (jnp.linalg.norm(g) + eps), updates), state
+
+    return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
+
+
+def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    schedule = optax.exponential_decay(
+        train_config.learning_rate, transition_steps=max(train_config.iterations, 1),
+        decay_rate=train_config.final_lr_fraction)
+    return optax.chain(normalize_per_variable(), optax.adam(schedule))
+
+
+def frequency_weights(target_unit: jax.Array) -> jax.Array:
+    """Per-band loss weights [F, 1], mean 1: bands with more energy weigh more (0.5 to ~1.5+)."""
+    level = target_unit.mean(axis=1)
+    return (0.5 + 0.5 * level / jnp.maximum(level.mean(), 1e-6))[:, None]
+
+
+def spectrogram_loss(shown: jax.Array, target_unit: jax.Array, weights: jax.Array) -> jax.Array:
+    """Per-sample weighted L1 of the shown spectrogram: [B, F, T] -> [B]."""
+    return jnp.mean(weights * jnp.abs(shown - target_unit), axis=(1, 2))
+
+
+def growth_loss(states: jax.Array) -> jax.Array:
+    """Mean shortfall of alpha below 1: the whole grid should be alive (Growing NCA's alpha target).
+
+    Only living cells carry a gradient, so this keeps the growth front alive and spreading.
+    """
+    return jnp.mean(jax.nn.relu(1.0 - states[..., ALPHA]))
+
+
+def overflow_penalty(states: jax.Array) -> jax.Array:
+    """Mean squared excursion of all channels outside [-1, 1]."""
+    return jnp.mean((states - jnp.clip(states, -1.0, 1.0)) ** 2)
+
+
+def living_fraction(states: jax.Array) -> jax.Array:
+    return jnp.mean(states[..., ALPHA] > ALIVE_THRESHOLD)
+
+
+def make_train_step(graphdef: nnx.GraphDef, train_config: ml_collections.ConfigDict,
+                    target_unit: jax.Array):
+    """Build the jitted step: (train_state, pool, key) -> (train_state, pool, metrics)."""
+    weights = frequency_weights(target_unit)
+    batch_size, max_steps = train_config.batch_size, train_config.max_steps
+    n_frames = target_unit.shape[1]
+
+    def train_step(train_state: nnx.State, pool: jax.Array, key: jax.Array):
+        model, optimizer = nnx.merge(graphdef, train_state)
+        model_def, params = nnx.split(model)
+        pick_key, steps_key, grow_key = jax.random.split(key, 3)
+        index = jax.random.choice(pick_key, pool.shape[0], (batch_size,), replace=False)
+        batch = pool[index]
+        worst = jnp.argmax(spectrogram_loss(model.spectrogram(batch), target_unit, weights))
+        batch = batch.at[worst].set(model.seed(n_frames)[0])
+        steps = jax.random.randint(steps_key, (), train_config.min_steps, max_steps + 1)
+
+        def loss_fn(params):
+            _, grown = grow(model_def, params, batch, grow_key, max_steps, snapshot_step=steps,
+                            remat=train_config.remat)
+            shown = nnx.merge(model_def, params).spectrogram(grown)
+            spectral = spectrogram_loss(shown, target_unit, weights).mean()
+            loss = (spectral + train_config.growth_weight * growth_loss(grown)
+                    + train_config.overflow_weight * overflow_penalty(grown))
+            return loss, (grown, spectral)
+
+        (loss, (grown, spectral)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        finite = jnp.isfinite(loss) & jnp.all(jnp.array(
+            [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        optimizer.update(model, grads)
+        # A non-finite step is rejected: state and pool stay as they were.
+        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                 nnx.state((model, optimizer)), train_state)
+        new_pool = jnp.where(finite, pool.at[index].set(grown), pool)
+        metrics = {
+            "loss": loss,
+            "grid_l1": spectral,
+            "living_fraction": living_fraction(grown),
+            "finite": finite,
+        }
+        return new_state, new_pool, metrics
+
+    return jax.jit(train_step, donate_argnums=(0, 1))
+
+
+def checkpoint_manager(workdir: str | os.PathLike, train_config: ml_collections.ConfigDict
+                       ) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=train_config.keep_checkpoints,
+        save_interval_steps=train_config.checkpoint_every)
+    return ocp.CheckpointManager(Path(workdir).absolute() / CHECKPOINT_DIR, options=options)
+
+
+def restore(manager: ocp.CheckpointManager, step: int, train_state: nnx.State,
+            pool: jax.Array) -> jax.Array:
+    """Load checkpoint `step` into `train_state` (in place); returns the restored pool."""
+    restored = manager.restore(step, args=ocp.args.StandardRestore(
+        {"train_state": nnx.to_pure_dict(train_state), "pool": pool}))
+    nnx.replace_by_pure_dict(train_state, restored["train_state"])
+    return restored["pool"]
+
+
+def _trim_log(path: Path, last_step: int) -> None:
+    """Drop log lines past the restored checkpoint (they will be logged again)."""
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines()
+             if line.strip() and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, target: Target,
+          *, progress: bool = True, stop_at: int | None = None) -> TNCA:
+    """Train (or resume training) a TNCA on `target`; returns the trained model.
+
+    Checkpoints go to `workdir/checkpoints` (orbax); a run restarted with the same workdir
+    resumes from the latest one. Metrics are appended to `workdir/train_metrics.jsonl`.
+    `stop_at` ends this call after that step (checkpointed), e.g. to fit a time-sliced session;
+    the learning-rate schedule always spans `config.train.iterations`.
+    """
+    workdir = Path(workdir)
+    train_config = config.train
+    graphdef, train_state, pool = init_train_state(
+        config, *target.log_mel.shape, band_level=target.normalized.mean(axis=1))
+
+    manager = checkpoint_manager(workdir, train_config)
+    log_path = workdir / TRAIN_LOG
+    start = manager.latest_step() or 0
+    if start:
+        pool = restore(manager, start, train_state, pool)
+        _trim_log(log_path, start)
+        print(f"Resuming from checkpoint at step {start} in {manager.directory}")
+
+    train_step = make_train_step(graphdef, train_config, target.normalized)
+    base_key = jax.random.key(config.seed)
+    contract = target.contract
+    span_db = float(contract.to_db(contract.log_max) - contract.to_db(contract.log_min))
+    iterations = train_config.iterations
+    last = iterations if stop_at is None else min(stop_at, iterations)
+    bar = _progress(start, iterations, progress)
+    window_start, window_steps = time.perf_counter(), 0
+    with log_path.open("a") as log:
+        for step in range(start, last):
+            train_state, pool, metrics = train_step(train_state, pool,
+                                                    jax.random.fold_in(base_key, step))
+            window_steps += 1
+            done = step + 1
+            if done % train_config.log_every == 0 or done == last:
+                metrics = jax.device_get(metrics)
+                if not metrics["finite"]:
+                    manager.wait_until_finished()
+                    raise NonFiniteError(
+                        f"non-finite loss or gradient at step {done} (the step was rejected); "
+                        f"the last good checkpoint is step {manager.latest_step()}; lower "
+                        "--config.train.learning_rate")
+                elapsed = time.perf_counter() - window_start
+                record = {
+                    "step": done,
+                    "loss": float(metrics["loss"]),
+                    "grid_mel_l1_db": float(metrics["grid_l1"]) * span_db,
+                    "living_fraction": float(metrics["living_fraction"]),
+                    "steps_per_s": window_steps / elapsed,
+                }
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{record['loss']:.4f}",
+                                grid_db=f"{record['grid_mel_l1_db']:.2f}",
+                                alive=f"{record['living_fraction']:.2f}",
+                                it_s=f"{record['steps_per_s']:.2f}")
+                window_start, window_steps = time.perf_counter(), 0
+            manager.save(done, args=ocp.args.StandardSave(
+                {"train_state": nnx.to_pure_dict(train_state), "pool": pool}),
+                force=done == last)
+            bar.update(1)
+    bar.close()
+    manager.wait_until_finished()
+    manager.close()
+    model, _ = nnx.merge(graphdef, train_state)
+    return model
+
+
+def _progress(start: int, total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(initial=start, total=total, disable=not enabled, desc="train",
+                dynamic_ncols=True, mininterval=2.0)
