@@ -149,13 +149,22 @@ class SpectralContract:
         clamped = jnp.maximum(mel, self.log_floor)
         if self.log == "ln":
             return jnp.log(clamped)
-        return (10.0 if self.magnitude_power == 2 else 20.0) * jnp.log10(clamped)
+        return self._db_per_decade * jnp.log10(clamped)
+
+    def _scalar_to_log(self, mel: float) -> float:
+        """`to_log` of a Python number, in Python (safe inside jit traces)."""
+        mel = max(mel, self.log_floor)
+        return math.log(mel) if self.log == "ln" else self._db_per_decade * math.log10(mel)
+
+    @property
+    def _db_per_decade(self) -> float:
+        return 10.0 if self.magnitude_power == 2 else 20.0
 
     def from_log(self, log_mel: jax.Array) -> jax.Array:
         """This contract's log scale -> linear mel (magnitude or power, as the contract's)."""
         if self.log == "ln":
             return jnp.exp(log_mel)
-        return 10.0 ** (log_mel / (10.0 if self.magnitude_power == 2 else 20.0))
+        return 10.0 ** (log_mel / self._db_per_decade)
 
     def to_db(self, log_mel: jax.Array) -> jax.Array:
         """This contract's log scale -> decibels (10 log10 of power = 20 log10 of magnitude)."""
@@ -166,7 +175,7 @@ class SpectralContract:
     @property
     def log_min(self) -> float:
         """The smallest value a log-mel under this contract can take (silence)."""
-        return float(self.to_log(jnp.asarray(self.log_floor)))
+        return self._scalar_to_log(self.log_floor)
 
     @functools.cached_property
     def log_max(self) -> float:
@@ -176,7 +185,7 @@ class SpectralContract:
         peaks highest turns that into the largest mel value a clean signal reaches.
         """
         peak = float(self.window.sum() / 2 * self.mel_basis.max())
-        return float(self.to_log(jnp.asarray(peak ** self.magnitude_power)))
+        return self._scalar_to_log(peak**self.magnitude_power)
 
     # ---------------------------------------------------------------- comparison
     def first_difference(self, other: SpectralContract) -> str | None:

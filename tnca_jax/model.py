@@ -36,13 +36,13 @@ VALUE, ALPHA, CLOCK = 0, 1, 2
 
 # Perception kernels, indexed [filter, d_freq, d_time].
 _SOBEL_TIME = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32) / 8
-_KERNELS = np.stack([
+PERCEPTION_KERNELS = np.stack([
     np.pad([[1.0]], 1).astype(np.float32),  # identity
     _SOBEL_TIME,  # d/d(time)
     _SOBEL_TIME.T,  # d/d(frequency)
     np.array([[1, 2, 1], [2, -12, 2], [1, 2, 1]], np.float32) / 16,  # Laplacian
 ])
-NUM_FILTERS = len(_KERNELS)
+NUM_FILTERS = len(PERCEPTION_KERNELS)
 
 
 def perceive(state: jax.Array) -> jax.Array:
@@ -54,7 +54,7 @@ def perceive(state: jax.Array) -> jax.Array:
     _, n_freq, n_time, _ = state.shape
     padded = jnp.pad(state, ((0, 0), (1, 1), (1, 1), (0, 0)))
     outputs = []
-    for kernel in _KERNELS:
+    for kernel in PERCEPTION_KERNELS:
         acc = None
         for df in range(3):
             for dt in range(3):

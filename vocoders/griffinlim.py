@@ -34,36 +34,46 @@ def mel_to_magnitude(mel: jax.Array, contract: SpectralContract, iterations: int
     return spec ** (1.0 / contract.magnitude_power)
 
 
-def griffin_lim(mel: jax.Array, contract: SpectralContract, key: jax.Array, *,
-                iterations: int = 64, momentum: float = 0.99) -> jax.Array:
-    """Mel-consistent fast Griffin-Lim: linear mel [..., n_mels, frames] -> audio [..., frames*hop].
+def fast_griffin_lim(mag: jax.Array, contract: SpectralContract, key: jax.Array, *,
+                     iterations: int = 64, momentum: float = 0.99,
+                     mel: jax.Array | None = None) -> jax.Array:
+    """Fast Griffin-Lim (Perraudin et al. 2013): magnitude [..., bins, frames] -> audio.
 
-    Fast Griffin-Lim (Perraudin et al. 2013) alternates phase between consistent STFTs; here
-    the magnitude is re-estimated at every iteration too: the consistent STFT's magnitude,
-    rescaled per bin so that its mel equals the given mel. Harmonic peaks that the phase
-    recovery sharpens are kept instead of being smeared back over their mel band.
+    Returns [..., frames * hop] samples; the starting phase is random (from `key`). With
+    `mel` (linear, the contract's power), the magnitude is re-estimated at every iteration
+    too: the consistent STFT's magnitude, rescaled per bin so that its mel equals `mel`.
+    Harmonic peaks that the phase recovery sharpens are then kept instead of being smeared
+    back over their mel band.
     """
-    power = contract.magnitude_power
-    basis = jnp.asarray(contract.mel_basis, mel.dtype)
-    # Each bin's share of each band, so a band's correction is spread over its bins.
-    share = (basis / (basis.sum(axis=0, keepdims=True) + 1e-12)).T
-    num_samples = contract.num_samples(mel.shape[-1])
-    mag = mel_to_magnitude(mel, contract)
+    num_samples = contract.num_samples(mag.shape[-1])
     phase = jax.random.uniform(key, mag.shape, minval=0.0, maxval=2 * jnp.pi)
     alpha = momentum / (1 + momentum)
+    if mel is not None:
+        power = contract.magnitude_power
+        basis = jnp.asarray(contract.mel_basis, mel.dtype)
+        # Each bin's share of each band, so a band's correction is spread over its bins.
+        share = (basis / (basis.sum(axis=0, keepdims=True) + 1e-12)).T
 
     def body(_, carry):
         mag, angles, previous = carry
         rebuilt = stft(istft(mag * angles, contract, num_samples), contract)
-        current = jnp.abs(rebuilt)
-        ratio = mel / (jnp.einsum("mf,...ft->...mt", basis, current**power) + 1e-20)
-        mag = current * jnp.einsum("fm,...mt->...ft", share, ratio) ** (1.0 / power)
+        if mel is not None:
+            current = jnp.abs(rebuilt)
+            ratio = mel / (jnp.einsum("mf,...ft->...mt", basis, current**power) + 1e-20)
+            mag = current * jnp.einsum("fm,...mt->...ft", share, ratio) ** (1.0 / power)
         angles = rebuilt - alpha * previous
         return mag, angles / (jnp.abs(angles) + 1e-16), rebuilt
 
     start = (mag, jnp.exp(1j * phase), jnp.zeros(mag.shape, jnp.complex64))
     mag, angles, _ = jax.lax.fori_loop(0, iterations, body, start)
     return istft(mag * angles, contract, num_samples)
+
+
+def griffin_lim(mel: jax.Array, contract: SpectralContract, key: jax.Array, *,
+                iterations: int = 64, momentum: float = 0.99) -> jax.Array:
+    """Mel-consistent fast Griffin-Lim: linear mel [..., n_mels, frames] -> audio."""
+    return fast_griffin_lim(mel_to_magnitude(mel, contract), contract, key,
+                            iterations=iterations, momentum=momentum, mel=mel)
 
 
 class GriffinLim:

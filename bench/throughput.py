@@ -1,0 +1,166 @@
+"""Training throughput of tnca_jax vs a PyTorch reference NCA, and generation time, in one run.
+
+  python -m bench.throughput            # full size (GPU): 128x256 grid, batch 8, 64 steps
+  python -m bench.throughput --small    # CPU size, under a minute: 64x64, batch 4, 32 steps
+  python -m bench.throughput --prototype  # the prototype's workload: 80x89, batch 1, 96 steps
+
+Prints one JSON object per line: `impl` ("tnca_jax", "torch_eager", "torch_compile",
+"generate_4s", "ratio"), `cell_updates_per_s` (batch x steps x grid cells per second of
+training, forward + backward + Adam), seconds per iteration, peak memory, device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import jax
+
+
+def _peak_memory_bytes() -> int:
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # host RSS (CPU)
+
+
+def _time(fn, iterations: int, sync) -> float:
+    """Mean seconds per call after one warm-up call."""
+    sync(fn())
+    start = time.perf_counter()
+    for _ in range(iterations):
+        out = fn()
+    sync(out)
+    return (time.perf_counter() - start) / iterations
+
+
+def bench_tnca(args) -> dict:
+    from configs.violin import get_config
+    from tnca_jax.train import init_train_state, make_train_step
+
+    config = get_config()
+    config.model.channels, config.model.hidden = args.channels, args.hidden
+    config.model.seed_spacing = 8
+    config.train.batch_size = args.batch
+    config.train.pool_size = 2 * args.batch
+    config.train.min_steps = config.train.max_steps = args.steps
+    config.train.remat = args.remat
+    target = jax.random.uniform(jax.random.key(0), (args.bands, args.frames))
+    graphdef, state, pool = init_train_state(config, args.bands, args.frames)
+    step = make_train_step(graphdef, config.train, target)
+    holder = {"state": state, "pool": pool, "i": 0}
+
+    def one():
+        holder["i"] += 1
+        holder["state"], holder["pool"], metrics = step(holder["state"], holder["pool"],
+                                                        jax.random.key(holder["i"]))
+        return metrics["loss"]
+
+    seconds = _time(one, args.iterations, jax.block_until_ready)
+    return {"impl": "tnca_jax", "seconds_per_iteration": seconds,
+            "peak_memory_bytes": _peak_memory_bytes()}
+
+
+def bench_torch(args, compiled: bool) -> dict:
+    import torch
+
+    from bench.torch_nca import TorchNCA, make_step
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = TorchNCA(args.bands, args.channels, args.hidden, 0.5).to(device)
+    target = torch.rand(args.batch, args.bands, args.frames, device=device)
+    seed = torch.zeros(args.batch, args.channels, args.bands, args.frames, device=device)
+    seed[:, 1:, :, ::8] = 1.0
+    step = make_step(model, target, args.steps, compiled)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def sync(_):
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    seconds = _time(lambda: step(seed), args.iterations, sync)
+    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"impl": "torch_compile" if compiled else "torch_eager",
+            "seconds_per_iteration": seconds, "peak_memory_bytes": int(peak),
+            "torch_device": device}
+
+
+def bench_generate(args) -> dict:
+    """Grow a 4 s note under the default contract and invert it (growth + Griffin-Lim)."""
+    from flax import nnx
+
+    from tnca_jax.contract import DEFAULT_CONTRACT, get_contract
+    from tnca_jax.model import TNCA, grow_stages
+    from tnca_jax.train import from_unit
+    from vocoders.griffinlim import GriffinLim
+
+    contract = get_contract(DEFAULT_CONTRACT)
+    frames = contract.num_frames(4 * contract.sample_rate)
+    model = TNCA(contract.n_mels, channels=args.channels, hidden=args.hidden,
+                 rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    vocoder = GriffinLim(contract)
+
+    @jax.jit
+    def grow_and_shape(params, key):
+        shown = grow_stages(graphdef, params, model.seed(frames), key, 64, 1)[-1]
+        return from_unit(shown, contract)
+
+    def one():
+        return vocoder._invert(grow_and_shape(params, jax.random.key(0)), jax.random.key(0))
+
+    seconds = _time(one, max(args.iterations // 2, 2), jax.block_until_ready)
+    return {"impl": "generate_4s", "seconds": seconds, "frames": frames,
+            "growth_steps": 64, "griffinlim_iterations": vocoder.iterations,
+            "cell_updates_per_s": 64 * frames * contract.n_mels / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", action="store_true", help="CPU size: 64x64, batch 4, 32 steps")
+    parser.add_argument("--prototype", action="store_true",
+                        help="the prototype's workload: 80x89 grid, batch 1, 96 steps")
+    parser.add_argument("--bands", type=int, default=128)
+    parser.add_argument("--frames", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--channels", type=int, default=16)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--remat", action="store_true")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    args = parser.parse_args()
+    if args.small:
+        args.bands, args.frames, args.batch, args.steps, args.iterations = 64, 64, 4, 32, 3
+    if args.prototype:
+        args.bands, args.frames, args.batch, args.steps = 80, 89, 1, 96
+
+    size = {"bands": args.bands, "frames": args.frames, "batch": args.batch,
+            "steps": args.steps, "channels": args.channels, "hidden": args.hidden,
+            "device": str(jax.devices()[0].device_kind)}
+    cells = args.batch * args.steps * args.bands * args.frames
+    results = [bench_tnca(args)]
+    if not args.no_torch:
+        results.append(bench_torch(args, compiled=False))
+        if not args.no_compile:
+            results.append(bench_torch(args, compiled=True))
+    for result in results:
+        result["cell_updates_per_s"] = cells / result["seconds_per_iteration"]
+        if args.prototype:
+            result["seconds_for_8000_iterations"] = 8000 * result["seconds_per_iteration"]
+        print(json.dumps({**result, **size}), flush=True)
+    for reference in results[1:]:
+        print(json.dumps({"impl": "ratio", "of": f"tnca_jax/{reference['impl']}",
+                          "cell_updates_per_s": results[0]["cell_updates_per_s"],
+                          "ratio": results[0]["cell_updates_per_s"]
+                          / reference["cell_updates_per_s"], **size}), flush=True)
+    print(json.dumps({**bench_generate(args), "device": size["device"]}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
