@@ -25,10 +25,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.trim_db = 60.0
     config.max_seconds = 4.0
     config.min_seconds = 0.5
-    # Representation and inversion: the TNCA grows the log-mel of this spectral contract.
+    # Representation and inversion: the TNCA grows the log-mel of the vocoder's contract:
+    # `contract` for griffinlim; bigvgan and hifigan bring theirs from their config.json, e.g.
+    # --config.vocoder=bigvgan --config.vocoder_path=nvidia/bigvgan_v2_22khz_80band_256x
     config.contract = "griffinlim_22khz_128band"
     config.vocoder = "griffinlim"
-    config.vocoder_path = None
+    config.vocoder_path = ml_collections.config_dict.placeholder(str)  # None, settable by flag
     config.seed = 0
 
     config.model = ml_collections.ConfigDict()
@@ -55,6 +57,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.generate = ml_collections.ConfigDict()
     config.generate.steps = 64
     config.generate.num_stages = 8
+    # Refinement (tnca_jax.refine): grow best_of candidates in one batch and keep the one closest
+    # to the recording by best_of_metric; post-processing of the grown log-mel, 0 = off.
+    config.generate.best_of = 1
+    config.generate.best_of_metric = "mel_l1_db"
+    config.generate.gaussian_sigma = 0.0  # bands and frames
+    config.generate.temporal_median = 0  # frames
+    config.generate.harmonic_gain = 0.0
 
     if arg == "quick":
         config.model.hidden = 64

@@ -15,10 +15,12 @@ import ml_collections
 
 from tnca_jax.audio import AudioError
 from tnca_jax.contract import ContractError, ContractMismatchError
+from tnca_jax.run import evaluate_workdir, growth_workdir
 from tnca_jax.train import NonFiniteError
+from tnca_jax.vocode import ceiling, generate_workdir
 
 USER_ERRORS = (AudioError, ContractError, ContractMismatchError, NonFiniteError,
-               FileNotFoundError, ValueError, OSError)
+               FileNotFoundError, ValueError, OSError, ImportError)  # ImportError: an extra
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -33,6 +35,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 MODES: dict[str, Callable[[ml_collections.ConfigDict, str], dict]] = {
     "train": _train,
+    "evaluate": evaluate_workdir,  # grow, measure, draw again; writes report.html
+    "growth": growth_workdir,  # growth.wav and growth.gif
+    "ceiling": ceiling,  # the recording's own log-mel through the vocoder, before training
+    "generate": generate_workdir,  # a trained workdir rendered with the config's vocoder
 }
 
 
@@ -43,7 +49,7 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str, *,
     except USER_ERRORS as err:
         if debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)  # One line, always.
         return 2
     print(json.dumps(summary, indent=2))
     return 0

@@ -20,6 +20,7 @@ import functools
 import json
 import math
 import warnings
+from collections.abc import Mapping
 from typing import Literal
 
 import jax
@@ -90,7 +91,8 @@ class SpectralContract:
         if not 0 <= self.fmin < self.mel_fmax <= nyquist:
             raise ContractError(
                 f"contract {self.name!r}: need 0 <= fmin < fmax <= Nyquist ({nyquist:g} Hz), "
-                f"got fmin={self.fmin:g}, fmax={self.mel_fmax:g}")
+                f"got fmin={self.fmin:g}, fmax={self.mel_fmax:g}; lower fmax (None means Nyquist) "
+                "or raise sample_rate")
         if self.magnitude_power not in (1, 2) or self.log not in ("ln", "db"):
             raise ContractError(f"contract {self.name!r}: magnitude_power must be 1 or 2 and "
                                 "log 'ln' or 'db'")
@@ -248,14 +250,26 @@ PRESETS: dict[str, SpectralContract] = {
 DEFAULT_CONTRACT = "griffinlim_22khz_128band"
 
 
-def get_contract(name_or_contract: str | SpectralContract) -> SpectralContract:
-    if isinstance(name_or_contract, SpectralContract):
-        return name_or_contract
-    try:
-        return PRESETS[name_or_contract]
-    except KeyError:
-        raise ContractError(f"unknown contract {name_or_contract!r}; choose one of "
-                            f"{', '.join(sorted(PRESETS))}") from None
+def get_contract(spec: str | SpectralContract | Mapping) -> SpectralContract:
+    """A preset by name, a contract, or a custom contract from a mapping of its fields (a dict
+    or ConfigDict in a config; `name` defaults to "custom")."""
+    if isinstance(spec, SpectralContract):
+        return spec
+    if isinstance(spec, str):
+        try:
+            return PRESETS[spec]
+        except KeyError:
+            raise ContractError(f"unknown contract {spec!r}; choose one of "
+                                f"{', '.join(sorted(PRESETS))}") from None
+    fields = {"name": "custom", **(spec.to_dict() if hasattr(spec, "to_dict") else dict(spec))}
+    known = {field.name for field in dataclasses.fields(SpectralContract)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ContractError(f"custom contract {fields['name']!r}: unknown fields "
+                            f"{', '.join(unknown)}; use only {', '.join(sorted(known))}")
+    if "sample_rate" not in fields:
+        raise ContractError(f"custom contract {fields['name']!r} has no sample_rate; add it")
+    return SpectralContract(**fields)
 
 
 # ------------------------------------------------------------------------ feature extraction
@@ -306,7 +320,9 @@ def istft(spec: jax.Array, contract: SpectralContract, num_samples: int) -> jax.
     """Inverse of `stft` by windowed overlap-add: [..., bins, frames] -> [..., num_samples].
 
     Exact for an STFT of a signal (up to float error); for a modified spectrogram it returns
-    the least-squares signal whose STFT is closest (Griffin & Lim 1984).
+    the least-squares signal whose STFT is closest (Griffin & Lim 1984). The overlap-add is a
+    scatter-add: on GPU its summation order, hence the last bits, vary from run to run unless
+    XLA_FLAGS=--xla_gpu_deterministic_ops=true.
     """
     frames = jnp.fft.irfft(jnp.swapaxes(spec, -1, -2), n=contract.n_fft, axis=-1)
     n_frames = frames.shape[-2]

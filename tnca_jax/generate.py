@@ -14,9 +14,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from tnca_jax.checks import check_growth
 from tnca_jax.contract import SpectralContract
 from tnca_jax.model import TNCA, grow_stages
-from tnca_jax.train import CHECKPOINT_DIR, from_unit, init_train_state, restore
+from tnca_jax.refine import NO_REFINEMENT, Refinement, Selection, postprocess, select
+from tnca_jax.train import CHECKPOINT_DIR, from_unit, init_train_state, load_target, restore
+from tnca_jax.workdir import replacing
 
 RUN_FILE = "run.json"
 
@@ -32,6 +35,8 @@ class GenerationResult:
       stages: [num_stages, n_mels, frames] log-mel at `stage_steps` (last = spectrogram).
       stage_steps: growth step of each stage.
       contract: the spectral contract of every spectrogram here.
+      stage_audio: [num_stages, samples] every stage vocoded (with `return_stages`), else None.
+      selection: the best-of-N record (N > 1), else None.
     """
 
     spectrogram: np.ndarray
@@ -40,6 +45,8 @@ class GenerationResult:
     stages: np.ndarray
     stage_steps: list[int]
     contract: SpectralContract
+    stage_audio: np.ndarray | None = None
+    selection: Selection | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,13 +64,20 @@ def write_run_file(workdir: Path, config: ml_collections.ConfigDict,
                    contract: SpectralContract, n_frames: int) -> None:
     payload = {"config": json.loads(config.to_json()), "contract": contract.to_dict(),
                "n_bands": contract.n_mels, "n_frames": n_frames}
-    tmp = workdir / f".{RUN_FILE}.tmp"
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, workdir / RUN_FILE)
+    with replacing(workdir / RUN_FILE) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2))
 
 
 def read_run_file(workdir: Path) -> dict:
-    return json.loads((workdir / RUN_FILE).read_text())
+    path = workdir / RUN_FILE
+    try:
+        run = json.loads(path.read_text())
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError included
+        run = str(err)
+    if not (isinstance(run, dict) and {"config", "contract", "n_frames"} <= run.keys()):
+        raise ValueError(f"{path} is damaged ({run if isinstance(run, str) else 'fields missing'})"
+                         "; train again in a new --workdir")
+    return run
 
 
 def _locate(workdir_or_checkpoint: str | os.PathLike) -> tuple[Path, int | None]:
@@ -84,10 +98,15 @@ def load_run(workdir_or_checkpoint: str | os.PathLike) -> TrainedRun:
     config = ml_collections.ConfigDict(run["config"])
     contract = SpectralContract.from_dict(run["contract"])
     graphdef, train_state, pool = init_train_state(config, contract.n_mels, run["n_frames"])
-    manager = ocp.CheckpointManager(workdir.absolute() / CHECKPOINT_DIR)
-    step = manager.latest_step() if step is None else step
-    if step is None:
+    manager = ocp.CheckpointManager(workdir.absolute() / CHECKPOINT_DIR,
+                                    options=ocp.CheckpointManagerOptions(create=False))
+    steps = manager.all_steps()
+    if not steps:
         raise FileNotFoundError(f"{workdir} has no checkpoint yet: train first")
+    if step is not None and step not in steps:
+        raise FileNotFoundError(f"{workdir} has no checkpoint {step}; it has "
+                                f"{', '.join(map(str, sorted(steps)))}")
+    step = max(steps) if step is None else step
     restore(manager, step, train_state, pool)
     manager.close()
     model, _ = nnx.merge(graphdef, train_state)
@@ -95,40 +114,80 @@ def load_run(workdir_or_checkpoint: str | os.PathLike) -> TrainedRun:
                       step=step)
 
 
-def render(model: TNCA, contract: SpectralContract, n_frames: int, vocoder, *, steps: int,
-           num_stages: int = 8, seed: int = 0) -> GenerationResult:
-    """Grow one note from the seed for `steps` steps and vocode it."""
+def grow_candidates(model: TNCA, contract: SpectralContract, n_frames: int, *, steps: int,
+                    num_stages: int, seeds: list[int]) -> np.ndarray:
+    """Grow one note per growth seed, all in one jitted (vmapped) call.
+
+    Returns [len(seeds), num_stages, n_mels, n_frames] log-mel under `contract` at evenly
+    spaced growth steps (see `grow_stages`); the last stage is the grown note.
+    """
     graphdef, params = nnx.split(model)
-    seed_grid = model.seed(n_frames)
-    grower = jax.jit(functools.partial(grow_stages, graphdef, steps=steps,
-                                       num_stages=num_stages))
-    shown = grower(params, seed_grid, jax.random.key(seed))[:, 0]
-    stages = np.asarray(from_unit(shown, contract))
-    audio = np.asarray(vocoder(stages[-1][None], contract=contract)[0], np.float32)
+    grower = jax.jit(jax.vmap(functools.partial(grow_stages, graphdef, steps=steps,
+                                                num_stages=num_stages), in_axes=(None, None, 0)))
+    shown = grower(params, model.seed(n_frames), jax.vmap(jax.random.key)(np.array(seeds)))
+    return np.asarray(from_unit(shown[:, :, 0], contract))
+
+
+def render(model: TNCA, contract: SpectralContract, n_frames: int, vocoder, *, steps: int,
+           num_stages: int = 8, seed: int = 0, refinement: Refinement = NO_REFINEMENT,
+           reference: np.ndarray | None = None, return_stages: bool = False
+           ) -> GenerationResult:
+    """Grow a note from the seed for `steps` steps and vocode it.
+
+    `refinement.best_of` = N candidates grow with the growth seeds seed..seed+N-1 in one jitted
+    call and are vocoded as one batch; for N > 1 each is scored against `reference` (mono audio
+    at the contract's rate) and the best is kept. The refinement's post-processing applies to
+    every stage before vocoding. `return_stages` also vocodes every stage (`stage_audio`).
+    """
+    count = refinement.best_of
+    if count > 1 and reference is None:
+        raise ValueError("best-of-N needs the reference recording to score candidates against")
+    seeds = list(range(seed, seed + count))
+    candidates = postprocess(grow_candidates(model, contract, n_frames, steps=steps,
+                                             num_stages=num_stages, seeds=seeds),
+                             contract, refinement)  # [N, num_stages, n_mels, frames]
+    audio = np.asarray(vocoder(candidates[:, -1], contract=contract), np.float32)
+    selection = (select(reference, audio, seeds, contract, refinement.best_of_metric)
+                 if count > 1 else None)
+    chosen = selection.chosen if selection else 0
+    stages = candidates[chosen]
     stage_steps = [int(s) for s in np.linspace(0, steps, num_stages + 1).astype(int)[1:]]
-    return GenerationResult(spectrogram=stages[-1], audio=audio,
+    stage_audio = (np.asarray(vocoder(stages, contract=contract), np.float32) if return_stages
+                   else None)
+    return GenerationResult(spectrogram=stages[-1], audio=audio[chosen],
                             sample_rate=contract.sample_rate, stages=stages,
-                            stage_steps=stage_steps, contract=contract)
+                            stage_steps=stage_steps, contract=contract, stage_audio=stage_audio,
+                            selection=selection)
 
 
 def generate(workdir_or_checkpoint: str | os.PathLike, *, steps: int | None = None,
              seed: int = 0, vocoder: str = "griffinlim", vocoder_path: str | None = None,
-             num_stages: int | None = None) -> GenerationResult:
+             num_stages: int | None = None, refinement: Refinement | None = None,
+             return_stages: bool = False) -> GenerationResult:
     """Grow a note from a trained workdir (or one of its checkpoints) and render it.
 
     Args:
       workdir_or_checkpoint: a training workdir, or `workdir/checkpoints/<step>`.
       steps: growth steps (default: the config's `generate.steps`).
-      seed: seed of the stochastic growth and of the vocoder's random phase.
+      seed: seed of the stochastic growth (Griffin-Lim's starting phase stays fixed, so notes
+        grown with different seeds differ by their growth alone).
       vocoder: vocoder name (see `vocoders.load`); its contract must equal the run's.
       vocoder_path: weights for learned vocoders.
       num_stages: growth stages to keep (default: the config's `generate.num_stages`).
+      refinement: best-of-N and post-processing (default: the run config's `generate`); N > 1
+        scores candidates against the run's recording.
+      return_stages: also vocode every stage (`GenerationResult.stage_audio`), to hear growth.
     """
     import vocoders
 
     run = load_run(workdir_or_checkpoint)
+    steps = run.config.generate.steps if steps is None else steps
+    num_stages = run.config.generate.num_stages if num_stages is None else num_stages
+    check_growth(steps, num_stages, prefix="")
     voc = vocoders.load(vocoder, vocoder_path, contract=run.contract)
     voc.contract.require_same(run.contract, what="the trained TNCA's spectrogram")
-    return render(run.model, run.contract, run.n_frames, voc,
-                  steps=steps or run.config.generate.steps,
-                  num_stages=num_stages or run.config.generate.num_stages, seed=seed)
+    refinement = refinement or Refinement.from_config(run.config.generate)
+    reference = load_target(run.config, run.contract).audio if refinement.best_of > 1 else None
+    return render(run.model, run.contract, run.n_frames, voc, steps=steps,
+                  num_stages=num_stages, seed=seed, refinement=refinement, reference=reference,
+                  return_stages=return_stages)

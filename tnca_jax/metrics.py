@@ -1,34 +1,102 @@
 """Audio-domain metrics of a generated waveform against the reference recording.
 
 All metrics take mono float audio at the contract's rate; the longer signal is cut to the
-shorter. Lower is better for every metric except `rms_ratio` (ideal 1).
+shorter. `METRICS` holds each one's unit, ideal value, direction and a one-line meaning (the
+report's table and `badness` read it). In brief:
 
 - mel_l1_db: mean |dB(mel_gen) - dB(mel_ref)| under the contract's mel (dB = 20 log10 of a
   magnitude mel, 10 log10 of a power mel), both floored 80 dB below the reference's peak (as
   librosa's top_db) so that differences between two kinds of near-silence do not dominate.
 - spectral_convergence: ||S_ref - S_gen||_F / ||S_ref||_F on the contract's STFT magnitude.
+- log_spectral_distance_db: per frame, the RMS over STFT bins of the power difference in dB
+  (same 80 dB floor), averaged over frames.
 - mrstft: multi-resolution STFT distance, mean over (n_fft, hop, win) = (512, 50, 240),
   (1024, 120, 600), (2048, 240, 1200) (BigVGAN's M-STFT / auraloss defaults) of spectral
   convergence + mean |log S_ref - log S_gen| (magnitudes clamped at 1e-5).
+- mcd_db: mel-cepstral distortion, (10 / ln 10) sqrt(2 sum_d (c_d - c'_d)^2) averaged over
+  frames, with c_1..c_13 (c_0, the overall level, left out) the orthonormal DCT-II over bands
+  of the natural log of the contract's mel magnitude, floored 80 dB below the reference's peak.
+- snr_db: 10 log10(sum ref^2 / sum (ref - gen)^2), capped at 200 dB. Meaningful only where
+  the phase is grown: a vocoder that invents phase (Griffin-Lim) scores about 0 dB or below
+  even when it sounds right.
 - rms_ratio: RMS(gen) / RMS(ref).
 - centroid_error_hz: |centroid(gen) - centroid(ref)|, each the energy-weighted mean spectral
   centroid over the whole signal.
+- f0_error_cents, voiced_agreement: pYIN (librosa, 65-2093 Hz, C2-C7) on both signals; the mean
+  |1200 log2(f0_gen / f0_ref)| over frames voiced in both (None when there are none), and the
+  fraction of frames whose voiced/unvoiced decision agrees.
+- visqol_moslqo: ViSQOL v3 in audio mode (visqol-python's bundled model) on both signals
+  resampled to 48 kHz: MOS-LQO from 1 to about 4.73 (identical audio). None, with the reason in
+  `notes`, when visqol-python is not installed or the audio is shorter than about 1 s.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+from collections.abc import Callable, Collection
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tnca_jax.contract import SpectralContract, log_mel, magnitude, stft
+from tnca_jax.contract import DB_PER_NEPER, SpectralContract, log_mel, magnitude, stft
 
+METRICS_FILE = "metrics.json"  # What a run writes: `run.evaluate` of the generated note.
 TOP_DB = 80.0
 MRSTFT_RESOLUTIONS = ((512, 50, 240), (1024, 120, 600), (2048, 240, 1200))
 MRSTFT_FLOOR = 1e-5
+MCD_COEFFICIENTS = 13  # c_1..c_13
+SNR_MAX_DB = 200.0
+SNR_VOCODER_PHASE = ("not meaningful here: the TNCA grows a log-mel, the phase comes "
+                     "from the vocoder")
+F0_FMIN_HZ, F0_FMAX_HZ = 65.41, 2093.0  # C2..C7
+VISQOL_RATE = 48000
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricInfo:
+    """How to read one metric: its unit, ideal value, direction and meaning in one line."""
+
+    unit: str
+    ideal: float
+    higher_is_better: bool
+    about: str
+
+
+METRICS: dict[str, MetricInfo] = {
+    "mel_l1_db": MetricInfo("dB", 0.0, False, "mean absolute log-mel difference, in decibels"),
+    "spectral_convergence": MetricInfo(
+        "", 0.0, False, "relative Frobenius error of the linear STFT magnitude (phase-blind)"),
+    "log_spectral_distance_db": MetricInfo(
+        "dB", 0.0, False, "per-frame RMS of the STFT power difference in dB, averaged"),
+    "mrstft": MetricInfo("", 0.0, False, "multi-resolution STFT distance at FFT sizes 512, "
+                         "1024, 2048 (spectral convergence + log-magnitude L1)"),
+    "mcd_db": MetricInfo("dB", 0.0, False, "mel-cepstral distortion over c1-c13 (timbre "
+                         "envelope, level left out)"),
+    "snr_db": MetricInfo("dB", math.inf, True, "waveform SNR; meaningful only where phase is "
+                         "grown (Griffin-Lim invents phase: about 0 dB or below is expected)"),
+    "rms_ratio": MetricInfo("x", 1.0, False, "loudness: RMS of the generated over the "
+                            "reference's"),
+    "centroid_error_hz": MetricInfo("Hz", 0.0, False, "brightness: difference of the mean "
+                                    "spectral centroids"),
+    "f0_error_cents": MetricInfo("cents", 0.0, False, "pitch: mean pYIN f0 error over frames "
+                                 "voiced in both (100 cents = 1 semitone)"),
+    "voiced_agreement": MetricInfo("", 1.0, True, "fraction of frames where pYIN agrees "
+                                   "whether the note sounds (is voiced)"),
+    "visqol_moslqo": MetricInfo("MOS", 4.73, True, "ViSQOL audio-mode perceptual quality, "
+                                "1 (bad) to 4.73 (identical)"),
+}
+
+
+def badness(name: str, value: float | None) -> float:
+    """A number that is lower the better `value` of metric `name` is (inf when missing)."""
+    if value is None or not math.isfinite(value):
+        return math.inf
+    if name == "rms_ratio":
+        return abs(math.log(max(value, 1e-12)))
+    return -value if METRICS[name].higher_is_better else value
 
 
 def _align(reference: np.ndarray, generated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -36,19 +104,37 @@ def _align(reference: np.ndarray, generated: np.ndarray) -> tuple[np.ndarray, np
     return np.asarray(reference[:n], np.float32), np.asarray(generated[:n], np.float32)
 
 
-def mel_l1_db(reference: np.ndarray, generated: np.ndarray, contract: SpectralContract) -> float:
+def _floored(ref_db: np.ndarray, gen_db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    floor = ref_db.max() - TOP_DB
+    return np.maximum(ref_db, floor), np.maximum(gen_db, floor)
+
+
+def mel_db_from_log_mel(reference: jax.Array, generated: jax.Array, contract: SpectralContract
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Two log-mels [n_mels, frames] under `contract` -> both in dB, floored 80 dB below the
+    reference's peak (what mel_l1_db and mcd_db compare)."""
+    return _floored(np.asarray(contract.to_db(jnp.asarray(reference))),
+                    np.asarray(contract.to_db(jnp.asarray(generated))))
+
+
+def mel_db(reference: np.ndarray, generated: np.ndarray, contract: SpectralContract
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Aligned audio -> floored mel dB of both, [n_mels, frames] each."""
     reference, generated = _align(reference, generated)
-    return mel_l1_db_from_log_mel(log_mel(reference, contract), log_mel(generated, contract),
-                                  contract)
+    return mel_db_from_log_mel(log_mel(reference, contract), log_mel(generated, contract),
+                               contract)
 
 
 def mel_l1_db_from_log_mel(reference: jax.Array, generated: jax.Array,
                            contract: SpectralContract) -> float:
     """mel_l1_db between two log-mels of the same shape under `contract`."""
-    ref_db = np.asarray(contract.to_db(jnp.asarray(reference)))
-    gen_db = np.asarray(contract.to_db(jnp.asarray(generated)))
-    floor = ref_db.max() - TOP_DB
-    return float(np.mean(np.abs(np.maximum(ref_db, floor) - np.maximum(gen_db, floor))))
+    ref_db, gen_db = mel_db_from_log_mel(reference, generated, contract)
+    return float(np.mean(np.abs(ref_db - gen_db)))
+
+
+def mel_l1_db(reference: np.ndarray, generated: np.ndarray, contract: SpectralContract) -> float:
+    ref_db, gen_db = mel_db(reference, generated, contract)
+    return float(np.mean(np.abs(ref_db - gen_db)))
 
 
 @functools.lru_cache(maxsize=32)
@@ -63,12 +149,25 @@ def _stft_magnitude(audio: np.ndarray, n_fft: int, hop: int, win: int, sample_ra
     return np.asarray(magnitude(stft(jnp.asarray(audio), analysis)))
 
 
+def _contract_magnitude(audio: np.ndarray, contract: SpectralContract) -> np.ndarray:
+    """[bins, frames] STFT magnitude under the contract's framing."""
+    return _stft_magnitude(audio, contract.n_fft, contract.hop_length, contract.win_length,
+                           contract.sample_rate)
+
+
 def spectral_convergence(reference: np.ndarray, generated: np.ndarray,
                          contract: SpectralContract) -> float:
     reference, generated = _align(reference, generated)
-    args = (contract.n_fft, contract.hop_length, contract.win_length, contract.sample_rate)
-    ref, gen = _stft_magnitude(reference, *args), _stft_magnitude(generated, *args)
+    ref, gen = _contract_magnitude(reference, contract), _contract_magnitude(generated, contract)
     return float(np.linalg.norm(ref - gen) / np.linalg.norm(ref))
+
+
+def log_spectral_distance_db(reference: np.ndarray, generated: np.ndarray,
+                             contract: SpectralContract) -> float:
+    reference, generated = _align(reference, generated)
+    ref_db, gen_db = _floored(20 * np.log10(_contract_magnitude(reference, contract)),
+                              20 * np.log10(_contract_magnitude(generated, contract)))
+    return float(np.mean(np.sqrt(np.mean((ref_db - gen_db) ** 2, axis=0))))
 
 
 def mrstft(reference: np.ndarray, generated: np.ndarray, sample_rate: int) -> float:
@@ -84,6 +183,27 @@ def mrstft(reference: np.ndarray, generated: np.ndarray, sample_rate: int) -> fl
     return float(total / len(MRSTFT_RESOLUTIONS))
 
 
+def _dct_matrix(n: int, first: int, count: int) -> np.ndarray:
+    """Rows first..first+count-1 of the orthonormal DCT-II of length n: [count, n]."""
+    k = np.arange(first, first + count)[:, None]
+    return np.sqrt(2.0 / n) * np.cos(np.pi * k * (2 * np.arange(n)[None, :] + 1) / (2 * n))
+
+
+def mel_cepstral_distortion_db(reference: np.ndarray, generated: np.ndarray,
+                               contract: SpectralContract) -> float:
+    ref_db, gen_db = mel_db(reference, generated, contract)
+    dct = _dct_matrix(contract.n_mels, 1, min(MCD_COEFFICIENTS, contract.n_mels - 1))
+    diff = dct @ ((ref_db - gen_db) / DB_PER_NEPER)  # dB -> ln of magnitude, then cepstra
+    return float(np.mean(10 / math.log(10) * np.sqrt(2 * np.sum(diff**2, axis=0))))
+
+
+def snr_db(reference: np.ndarray, generated: np.ndarray) -> float:
+    reference, generated = _align(reference, generated)
+    signal = float(np.sum(reference.astype(np.float64) ** 2))
+    noise = float(np.sum((reference.astype(np.float64) - generated) ** 2))
+    return min(SNR_MAX_DB, 10 * math.log10(signal / max(noise, 1e-300)))
+
+
 def rms_ratio(reference: np.ndarray, generated: np.ndarray) -> float:
     reference, generated = _align(reference, generated)
     return float(np.sqrt(np.mean(generated**2)) / np.sqrt(np.mean(reference**2)))
@@ -91,8 +211,7 @@ def rms_ratio(reference: np.ndarray, generated: np.ndarray) -> float:
 
 def spectral_centroid_hz(audio: np.ndarray, contract: SpectralContract) -> float:
     """Energy-weighted mean spectral centroid of a whole signal, in Hz."""
-    power = _stft_magnitude(audio, contract.n_fft, contract.hop_length, contract.win_length,
-                            contract.sample_rate) ** 2
+    power = _contract_magnitude(audio, contract) ** 2
     freqs = np.linspace(0, contract.sample_rate / 2, power.shape[0])
     return float((freqs[:, None] * power).sum() / power.sum())
 
@@ -104,25 +223,115 @@ def centroid_error_hz(reference: np.ndarray, generated: np.ndarray,
                - spectral_centroid_hz(reference, contract))
 
 
+def pyin_f0(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """pYIN over C2-C7 with ~93 ms frames: ([frames] f0 in Hz, NaN where unvoiced; [frames] bool
+    voiced)."""
+    import librosa
+
+    frame_length = 2 ** math.ceil(math.log2(0.09 * sample_rate))
+    f0, voiced, _ = librosa.pyin(audio, fmin=F0_FMIN_HZ, fmax=F0_FMAX_HZ, sr=sample_rate,
+                                 frame_length=frame_length, hop_length=frame_length // 4)
+    return f0, voiced
+
+
+def f0_agreement(reference: np.ndarray, generated: np.ndarray, sample_rate: int
+                 ) -> tuple[float | None, float]:
+    """(mean |f0 error| in cents over frames voiced in both, None if none are; fraction of
+    frames whose voicing agrees)."""
+    reference, generated = _align(reference, generated)
+    (ref_f0, ref_voiced), (gen_f0, gen_voiced) = (pyin_f0(reference, sample_rate),
+                                                  pyin_f0(generated, sample_rate))
+    both = ref_voiced & gen_voiced
+    agreement = float(np.mean(ref_voiced == gen_voiced))
+    if not both.any():
+        return None, agreement
+    return float(np.mean(np.abs(1200 * np.log2(gen_f0[both] / ref_f0[both])))), agreement
+
+
+@functools.lru_cache(maxsize=1)
+def _visqol_api():
+    from visqol.api import VisqolApi
+
+    api = VisqolApi()
+    api.create(mode="audio")
+    return api
+
+
+def visqol_moslqo(reference: np.ndarray, generated: np.ndarray, sample_rate: int
+                  ) -> tuple[float | None, str | None]:
+    """(ViSQOL audio-mode MOS-LQO at 48 kHz, None) or (None, why it is missing)."""
+    import librosa
+
+    try:
+        api = _visqol_api()
+    except ImportError:
+        return None, ("visqol-python is not installed (pip install 'tnca_jax[metrics]'); "
+                      "ViSQOL left out")
+    reference, generated = (librosa.resample(x, orig_sr=sample_rate, target_sr=VISQOL_RATE)
+                            .astype(np.float64) for x in _align(reference, generated))
+    try:
+        with np.errstate(all="ignore"):
+            score = float(api.measure_from_arrays(reference, generated, VISQOL_RATE).moslqo)
+    except ValueError as err:  # e.g. under ~1 s: fewer frames than one ViSQOL patch
+        return None, f"ViSQOL cannot score this audio: {err}"
+    if not math.isfinite(score):
+        return None, "ViSQOL returned no score (is the generated audio silent?)"
+    return score, None
+
+
 @dataclasses.dataclass(frozen=True)
 class AudioMetrics:
-    mel_l1_db: float
-    spectral_convergence: float
-    mrstft: float
-    rms_ratio: float
-    centroid_error_hz: float
+    """Every metric of `METRICS` (None: not computed, or missing for the reason in `notes`)."""
 
-    def to_dict(self) -> dict[str, float]:
+    mel_l1_db: float | None = None
+    spectral_convergence: float | None = None
+    log_spectral_distance_db: float | None = None
+    mrstft: float | None = None
+    mcd_db: float | None = None
+    snr_db: float | None = None
+    rms_ratio: float | None = None
+    centroid_error_hz: float | None = None
+    f0_error_cents: float | None = None
+    voiced_agreement: float | None = None
+    visqol_moslqo: float | None = None
+    notes: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def compare(reference: np.ndarray, generated: np.ndarray, contract: SpectralContract
-            ) -> AudioMetrics:
-    """Every metric of `generated` against `reference` (both mono, at the contract's rate)."""
-    return AudioMetrics(
-        mel_l1_db=mel_l1_db(reference, generated, contract),
-        spectral_convergence=spectral_convergence(reference, generated, contract),
-        mrstft=mrstft(reference, generated, contract.sample_rate),
-        rms_ratio=rms_ratio(reference, generated),
-        centroid_error_hz=centroid_error_hz(reference, generated, contract),
-    )
+Metric = Callable[[np.ndarray, np.ndarray, SpectralContract], float]
+_DIRECT: dict[str, Metric] = {
+    "mel_l1_db": mel_l1_db,
+    "spectral_convergence": spectral_convergence,
+    "log_spectral_distance_db": log_spectral_distance_db,
+    "mrstft": lambda ref, gen, contract: mrstft(ref, gen, contract.sample_rate),
+    "mcd_db": mel_cepstral_distortion_db,
+    "snr_db": lambda ref, gen, _: snr_db(ref, gen),
+    "rms_ratio": lambda ref, gen, _: rms_ratio(ref, gen),
+    "centroid_error_hz": centroid_error_hz,
+}
+
+
+def compare(reference: np.ndarray, generated: np.ndarray, contract: SpectralContract, *,
+            only: Collection[str] | None = None) -> AudioMetrics:
+    """The metrics of `generated` against `reference` (both mono, at the contract's rate):
+    all of `METRICS`, or those named in `only`."""
+    names = set(METRICS) if only is None else set(only)
+    unknown = names - set(METRICS)
+    if unknown:
+        raise ValueError(f"unknown metric(s) {', '.join(sorted(unknown))}; choose from "
+                         f"{', '.join(METRICS)}")
+    values: dict = {name: _DIRECT[name](reference, generated, contract)
+                    for name in names & _DIRECT.keys()}
+    notes = {}
+    if names & {"f0_error_cents", "voiced_agreement"}:
+        values["f0_error_cents"], values["voiced_agreement"] = f0_agreement(
+            reference, generated, contract.sample_rate)
+        if values["f0_error_cents"] is None:
+            notes["f0_error_cents"] = "no frame is voiced in both signals"
+    if "visqol_moslqo" in names:
+        values["visqol_moslqo"], why = visqol_moslqo(reference, generated, contract.sample_rate)
+        if why:
+            notes["visqol_moslqo"] = why
+    return AudioMetrics(**values, notes=notes)

@@ -1,12 +1,15 @@
-"""Figures written to the workdir: target vs generated, and the growth strip."""
+"""Figures written to the workdir: target vs generated, the growth strip and animation, and the
+training curve. Each takes a path or a binary file object (for pages that embed them)."""
 
 from __future__ import annotations
 
 import os
+from typing import BinaryIO
 
 import numpy as np
 
-from tnca_jax.contract import SpectralContract
+from tnca_jax import metrics
+from tnca_jax.contract import SpectralContract, frame
 
 
 def _pyplot():
@@ -22,32 +25,49 @@ def _db(log_mel: np.ndarray, contract: SpectralContract) -> np.ndarray:
     return np.asarray(contract.to_db(np.asarray(log_mel)))
 
 
-def comparison(path: str | os.PathLike, target_audio: np.ndarray, generated_audio: np.ndarray,
-               target_log_mel: np.ndarray, generated_log_mel: np.ndarray,
-               contract: SpectralContract, title: str = "") -> None:
-    """Waveforms (top) and log-mel spectrograms (bottom, one dB colour scale) side by side."""
+def comparison(path: str | os.PathLike | BinaryIO, target_audio: np.ndarray,
+               generated_audio: np.ndarray, contract: SpectralContract, title: str = "") -> float:
+    """Target and generated note side by side, and their difference.
+
+    Top: both waveforms and their RMS envelopes (dB, one frame per hop). Bottom: the contract's
+    log-mel in dB of both waveforms on one colour scale (80 dB below the target's peak, the
+    floor that `metrics.mel_l1_db` applies) and generated minus target. Returns the mean
+    |difference| drawn, which is the generated audio's `mel_l1_db`.
+    """
     plt = _pyplot()
-    target_db, generated_db = _db(target_log_mel, contract), _db(generated_log_mel, contract)
+    target_db, generated_db = metrics.mel_db(target_audio, generated_audio, contract)
+    difference = generated_db - target_db
     vmax = float(target_db.max())
-    vmin = vmax - 80.0
-    fig, axes = plt.subplots(2, 2, figsize=(12, 6), constrained_layout=True)
-    rate = contract.sample_rate
+    rate, hop = contract.sample_rate, contract.hop_length
+    seconds = target_db.shape[1] * hop / rate
+    fig, axes = plt.subplots(2, 3, figsize=(16, 6), constrained_layout=True)
     for column, (name, wave, spec) in enumerate(
             (("target", target_audio, target_db), ("generated", generated_audio, generated_db))):
-        t = np.arange(len(wave)) / rate
-        axes[0, column].plot(t, wave, linewidth=0.4)
-        axes[0, column].set(title=f"{name} waveform", xlabel="s", ylim=(-1, 1),
-                            xlim=(0, max(len(target_audio), len(generated_audio)) / rate))
+        axes[0, column].plot(np.arange(len(wave)) / rate, wave, linewidth=0.4)
+        axes[0, column].set(title=f"{name} waveform", xlabel="s", ylim=(-1, 1), xlim=(0, seconds))
+        frames = np.asarray(frame(np.asarray(wave, np.float32), contract))
+        envelope = 10 * np.log10(np.mean(frames**2, axis=-1) + 1e-12)
+        axes[0, 2].plot((np.arange(len(envelope)) + 0.5) * hop / rate, envelope, label=name)
         image = axes[1, column].imshow(
-            spec, origin="lower", aspect="auto", vmin=vmin, vmax=vmax, cmap="magma",
-            extent=(0, spec.shape[1] * contract.hop_length / rate, 0, spec.shape[0]))
+            spec, origin="lower", aspect="auto", vmin=vmax - metrics.TOP_DB, vmax=vmax,
+            cmap="magma", extent=(0, seconds, 0, spec.shape[0]))
         axes[1, column].set(title=f"{name} log-mel ({contract.name})", xlabel="s",
                             ylabel="mel band")
-    fig.colorbar(image, ax=axes[1, :], label="dB")
+    axes[0, 2].set(title="RMS envelope", xlabel="s", ylabel="dBFS", xlim=(0, seconds))
+    axes[0, 2].legend()
+    fig.colorbar(image, ax=axes[1, :2], label="dB")
+    mean_abs = float(np.mean(np.abs(difference)))
+    limit = max(float(np.abs(difference).max()), 1e-6)
+    image = axes[1, 2].imshow(difference, origin="lower", aspect="auto", cmap="RdBu_r",
+                              vmin=-limit, vmax=limit, extent=(0, seconds, 0, spec.shape[0]))
+    axes[1, 2].set(title=f"generated - target (mean |diff| {mean_abs:.2f} dB)", xlabel="s",
+                   ylabel="mel band")
+    fig.colorbar(image, ax=axes[1, 2], label="dB")
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
+    return mean_abs
 
 
 def growth(path: str | os.PathLike, stages: np.ndarray, stage_steps: list[int],
@@ -61,4 +81,46 @@ def growth(path: str | os.PathLike, stages: np.ndarray, stage_steps: list[int],
                     vmin=vmax_db - 80.0, vmax=vmax_db)
         axis.set(title=f"step {step}", xticks=[], yticks=[])
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def growth_animation(path: str | os.PathLike | BinaryIO, stages: np.ndarray,
+                     stage_steps: list[int], contract: SpectralContract, vmax_db: float,
+                     frame_seconds: float) -> None:
+    """An animated GIF of the grown log-mel [stages, n_mels, frames], one frame per stage shown
+    for `frame_seconds` (the last held twice as long), on one dB scale."""
+    from PIL import Image
+
+    plt = _pyplot()
+    images = []
+    for stage, step in zip(stages, stage_steps, strict=True):
+        fig, axis = plt.subplots(figsize=(6, 3.2), constrained_layout=True)
+        axis.imshow(_db(stage, contract), origin="lower", aspect="auto", cmap="magma",
+                    vmin=vmax_db - metrics.TOP_DB, vmax=vmax_db,
+                    extent=(0, stage.shape[1] * contract.hop_length / contract.sample_rate, 0,
+                            stage.shape[0]))
+        axis.set(title=f"growth step {step} of {stage_steps[-1]}", xlabel="s",
+                 ylabel="mel band")
+        fig.canvas.draw()
+        images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]))
+        plt.close(fig)
+    durations = [round(frame_seconds * 1000)] * len(images)
+    durations[-1] *= 2
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:],
+                   duration=durations, loop=0)
+
+
+def training_curve(path: str | os.PathLike | BinaryIO, records: list[dict]) -> None:
+    """Loss, grid mel L1 (dB) and living fraction against the training step, from the records
+    of train_metrics.jsonl."""
+    plt = _pyplot()
+    steps = [record["step"] for record in records]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.2), constrained_layout=True)
+    for axis, key, label, log in ((axes[0], "loss", "training loss", True),
+                                  (axes[1], "grid_mel_l1_db", "grid mel L1 (dB)", False),
+                                  (axes[2], "living_fraction", "living fraction", False)):
+        axis.plot(steps, [record[key] for record in records], marker=".")
+        axis.set(title=label, xlabel="iteration", yscale="log" if log else "linear")
+        axis.grid(alpha=0.3)
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)

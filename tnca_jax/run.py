@@ -12,23 +12,38 @@ import numpy as np
 
 from tnca_jax import audio as audio_lib
 from tnca_jax import metrics, plots
-from tnca_jax.generate import RUN_FILE, GenerationResult, read_run_file, render, write_run_file
+from tnca_jax import report as report_page
+from tnca_jax.checks import check_config
+from tnca_jax.generate import (
+    RUN_FILE,
+    GenerationResult,
+    TrainedRun,
+    generate,
+    load_run,
+    read_run_file,
+    render,
+    write_run_file,
+)
+from tnca_jax.growth import write_growth
+from tnca_jax.model import TNCA
+from tnca_jax.refine import Refinement
 from tnca_jax.train import Target, load_target, train
+from tnca_jax.workdir import prepare_workdir, replacing
 
-METRICS_FILE = "metrics.json"
+METRICS_FILE = metrics.METRICS_FILE
 
 
 class WorkdirMismatchError(ValueError):
-    """The workdir holds a run whose contract or grid differs from this config's."""
+    """The workdir holds a run whose contract, grid or model differs from this config's."""
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
+def write_json(path: Path, payload: dict) -> None:
+    """Write `payload` to `path` as JSON, replacing the file only once complete."""
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2))
 
 
-def _check_resumable(workdir: Path, target: Target) -> None:
+def _check_resumable(workdir: Path, config: ml_collections.ConfigDict, target: Target) -> None:
     if not (workdir / RUN_FILE).exists():
         return
     previous = read_run_file(workdir)
@@ -44,20 +59,43 @@ def _check_resumable(workdir: Path, target: Target) -> None:
         raise WorkdirMismatchError(
             f"{workdir} holds a run on a {previous['n_frames']}-frame target, this config gives "
             f"{target.log_mel.shape[1]} frames (another recording?); use a new --workdir")
+    stored, current = previous["config"], json.loads(config.to_json())
+    keys = [("model", key) for key in current["model"]] + [("train", "pool_size")]
+    changed = [f"{section}.{key} ({stored[section].get(key)!r} there, {current[section][key]!r} "
+               "here)" for section, key in keys
+               if stored[section].get(key) != current[section][key]]
+    if changed:
+        raise WorkdirMismatchError(
+            f"{workdir} holds a run with another {', '.join(changed)}, which its checkpoints "
+            "depend on; use the same values or a new --workdir")
 
 
-def evaluate(target: Target, result: GenerationResult, vocoder) -> dict:
-    """Metrics of the generated note, the vocoder's ceiling and the static baseline."""
+def _scores(reference: np.ndarray, audio: np.ndarray, contract) -> dict:
+    scores = metrics.compare(reference, audio, contract).to_dict()
+    scores["notes"]["snr_db"] = metrics.SNR_VOCODER_PHASE
+    return scores
+
+
+def vocoder_ceiling(target: Target, vocoder) -> tuple[dict, np.ndarray]:
+    """The vocoder on the target's own log-mel: its metrics against the recording (those of
+    metrics.json) and its audio [samples]."""
+    audio = np.asarray(vocoder(jnp.asarray(target.log_mel)[None], contract=target.contract)[0])
+    return _scores(target.audio, audio, target.contract), audio
+
+
+def evaluate(target: Target, result: GenerationResult, vocoder) -> tuple[dict, np.ndarray]:
+    """Metrics of the generated note, the vocoder's ceiling and the static baseline, and the
+    ceiling's audio (the vocoder on the true log-mel)."""
     contract = target.contract
-    generated = metrics.compare(target.audio, result.audio, contract).to_dict()
-    ceiling_audio = np.asarray(vocoder(jnp.asarray(target.log_mel)[None], contract=contract)[0])
+    ceiling, ceiling_audio = vocoder_ceiling(target, vocoder)
     static_log_mel = np.repeat(target.log_mel.mean(axis=1, keepdims=True),
                                target.log_mel.shape[1], axis=1)
     static_audio = np.asarray(vocoder(jnp.asarray(static_log_mel)[None], contract=contract)[0])
-    static = metrics.compare(target.audio, static_audio, contract).to_dict()
+    generated = _scores(target.audio, result.audio, contract)
+    static = _scores(target.audio, static_audio, contract)
     return {
         "generated": generated,
-        "ceiling": metrics.compare(target.audio, ceiling_audio, contract).to_dict(),
+        "ceiling": ceiling,
         "static_baseline": static,
         "temporal_gain": static["mel_l1_db"] / max(generated["mel_l1_db"], 1e-9),
         "grid_mel_l1_db": metrics.mel_l1_db_from_log_mel(target.log_mel, result.spectrogram,
@@ -65,7 +103,19 @@ def evaluate(target: Target, result: GenerationResult, vocoder) -> dict:
         "contract": contract.name,
         "vocoder": getattr(vocoder, "name", type(vocoder).__name__),
         "target_seconds": len(target.audio) / contract.sample_rate,
-    }
+        "best_of": result.selection.to_dict() if result.selection else None,
+    }, ceiling_audio
+
+
+def trained_target(run: TrainedRun, workdir: Path) -> Target:
+    """The recording a workdir's TNCA was trained on, checked to give the same grid."""
+    target = load_target(run.config, run.contract)
+    if target.log_mel.shape[1] != run.n_frames:
+        raise WorkdirMismatchError(
+            f"{workdir} was trained on a {run.n_frames}-frame target, but its recording "
+            f"{run.config.audio_path} now gives {target.log_mel.shape[1]} frames; evaluate "
+            "against the recording it was trained on")
+    return target
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
@@ -74,27 +124,81 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     import vocoders
 
     workdir = Path(workdir)
-    target = load_target(config)
+    check_config(config)  # Everything that can fail is checked before the first write.
+    # The TNCA grows exactly what the vocoder expects: the target under the vocoder's contract.
     vocoder = vocoders.load(config.vocoder, config.vocoder_path, contract=config.contract)
-    vocoder.contract.require_same(target.contract, what="the training target")
-    workdir.mkdir(parents=True, exist_ok=True)
-    _check_resumable(workdir, target)
+    target = load_target(config, vocoder.contract)
+    _check_resumable(workdir, config, target)
+    prepare_workdir(workdir)
     write_run_file(workdir, config, target.contract, target.log_mel.shape[1])
     audio_lib.write_wav(workdir / "target.wav", target.audio, target.contract.sample_rate)
 
     model = train(config, workdir, target, progress=progress)
+    return render_and_report(config, workdir, target, model, vocoder)
+
+
+def render_and_report(config: ml_collections.ConfigDict, workdir: Path, target: Target,
+                      model: TNCA, vocoder) -> dict:
+    """Grow the note as `config.generate` says, vocode, measure and draw it into `workdir`
+    (generated.wav, ceiling.wav, metrics.json, comparison.png, growth.png, report.html);
+    returns the metrics written to metrics.json."""
+    refinement = Refinement.from_config(config.generate)
     result = render(model, target.contract, target.log_mel.shape[1], vocoder,
                     steps=config.generate.steps, num_stages=config.generate.num_stages,
-                    seed=config.seed)
+                    seed=config.seed, refinement=refinement, reference=target.audio)
     audio_lib.write_wav(workdir / "generated.wav", result.audio, result.sample_rate)
-    report = evaluate(target, result, vocoder)
-    _write_json(workdir / METRICS_FILE, report)
-    plots.comparison(workdir / "comparison.png", target.audio, result.audio, target.log_mel,
-                     result.spectrogram, target.contract,
+    report, ceiling_audio = evaluate(target, result, vocoder)
+    report["refinement"] = refinement.to_dict()
+    audio_lib.write_wav(workdir / "ceiling.wav", ceiling_audio, result.sample_rate)
+    write_json(workdir / METRICS_FILE, report)
+    plots.comparison(workdir / "comparison.png", target.audio, result.audio, target.contract,
                      title=f"mel L1 {report['generated']['mel_l1_db']:.2f} dB "
                            f"(ceiling {report['ceiling']['mel_l1_db']:.2f}, static "
                            f"{report['static_baseline']['mel_l1_db']:.2f})")
     vmax = float(np.max(target.contract.to_db(target.log_mel)))
     plots.growth(workdir / "growth.png", result.stages, result.stage_steps, target.contract,
                  vmax)
+    report_page.write_report(workdir)
     return report
+
+
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+    """`--mode=evaluate`: grow, measure and draw a trained workdir again, without training.
+
+    The model and the recording come from the workdir (its run.json and latest checkpoint);
+    `config` gives the seed, the vocoder and the `generate` section (steps, best-of-N,
+    post-processing). Writes what `render_and_report` writes; returns a summary.
+    """
+    import vocoders
+
+    workdir = Path(workdir)
+    check_config(config)
+    run = load_run(workdir)
+    target = trained_target(run, workdir)
+    vocoder = vocoders.load(config.vocoder, config.vocoder_path, contract=run.contract)
+    vocoder.contract.require_same(run.contract, what="the trained TNCA's spectrogram")
+    report = render_and_report(config, workdir, target, run.model, vocoder)
+    return {"workdir": str(workdir), "report": str(workdir / report_page.REPORT_FILE),
+            "checkpoint_step": run.step, "generated": report["generated"],
+            "ceiling": report["ceiling"], "best_of": report["best_of"]}
+
+
+def growth_workdir(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+    """`--mode=growth`: growth.wav and growth.gif of a trained workdir (see `tnca_jax.growth`);
+    the report page, where the workdir has been evaluated, is written again to include them.
+
+    `config` gives the seed, the vocoder and the `generate` section (steps, num_stages,
+    best-of-N, post-processing); the model comes from the workdir.
+    """
+    workdir = Path(workdir)
+    check_config(config)
+    result = generate(workdir, steps=config.generate.steps,
+                      num_stages=config.generate.num_stages, seed=config.seed,
+                      vocoder=config.vocoder, vocoder_path=config.vocoder_path,
+                      refinement=Refinement.from_config(config.generate), return_stages=True)
+    wav, gif = write_growth(workdir, result)
+    summary = {"workdir": str(workdir), "growth_wav": str(wav), "growth_gif": str(gif),
+               "stage_steps": result.stage_steps}
+    if (workdir / METRICS_FILE).exists():
+        summary["report"] = str(report_page.write_report(workdir))
+    return summary

@@ -10,14 +10,18 @@ The train step is one `jax.jit` over pure state (model and optimizer split once 
    everywhere) and an overflow penalty;
 4. normalises each parameter's gradient to unit L2 norm, then Adam with a decaying rate;
 5. writes the grown states back to the pool.
+A step whose loss, gradients or updated state are not finite is rejected (state and pool stay);
+`train` names the first one at the next log or checkpoint step and stops before writing either.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -31,13 +35,14 @@ from flax import nnx
 from tnca_jax import audio as audio_lib
 from tnca_jax.contract import SpectralContract, get_contract, log_mel
 from tnca_jax.model import ALIVE_THRESHOLD, ALPHA, TNCA, grow
+from tnca_jax.workdir import WorkdirWriteError, reason, replacing
 
 CHECKPOINT_DIR = "checkpoints"
 TRAIN_LOG = "train_metrics.jsonl"
 
 
 class NonFiniteError(RuntimeError):
-    """Training produced a NaN/Inf loss or gradient."""
+    """Training produced a NaN/Inf loss, gradient or parameter update."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,18 +74,23 @@ def from_unit(value: jax.Array, contract: SpectralContract) -> jax.Array:
     return contract.log_min + (contract.log_max - contract.log_min) * jnp.clip(value, 0, 1)
 
 
-def load_target(config: ml_collections.ConfigDict) -> Target:
-    contract = get_contract(config.contract)
+def load_target(config: ml_collections.ConfigDict,
+                contract: SpectralContract | None = None) -> Target:
+    """The config's recording under `contract` (default: the config's own contract)."""
+    contract = get_contract(config.contract) if contract is None else contract
     audio = audio_lib.load_audio(config.audio_path, contract.sample_rate,
                                  trim_db=config.trim_db, max_seconds=config.max_seconds)
-    frames = contract.num_frames(len(audio))
-    min_seconds = config.min_seconds
-    if len(audio) < min_seconds * contract.sample_rate or frames < 2:
+    rate, min_seconds = contract.sample_rate, config.min_seconds
+    # Two analysis frames, and more samples than the reflect padding, at the very least.
+    frames_needed = max(2 * contract.hop_length, contract.pad + 1) / rate
+    if len(audio) < max(min_seconds, frames_needed) * rate:
+        why, fix = ((f"--config.min_seconds={min_seconds} asks for", " or lower min_seconds")
+                    if min_seconds >= frames_needed else
+                    (f"two analysis frames of contract {contract.name!r} need", ""))
         raise audio_lib.AudioError(
-            f"{config.audio_path} has {len(audio) / contract.sample_rate:.2f} s of sound after "
-            f"trimming, less than min_seconds={min_seconds}; give a longer note or lower "
-            "--config.min_seconds")
-    audio = audio[: contract.num_samples(frames)]
+            f"{config.audio_path} has {len(audio) / rate:.3f} s of sound after trimming, but "
+            f"{why} {max(min_seconds, frames_needed):.3f} s; give a longer note{fix}")
+    audio = audio[: contract.num_samples(contract.num_frames(len(audio)))]
     return Target(audio=audio, log_mel=np.asarray(log_mel(audio, contract)), contract=contract)
 
 
@@ -178,12 +188,14 @@ def make_train_step(graphdef: nnx.GraphDef, train_config: ml_collections.ConfigD
             return loss, (grown, spectral)
 
         (loss, (grown, spectral)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        finite = jnp.isfinite(loss) & jnp.all(jnp.array(
-            [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
         optimizer.update(model, grads)
+        updated = nnx.state((model, optimizer))
+        finite = jnp.isfinite(loss) & jnp.all(jnp.array(
+            [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((grads, updated))
+             if jnp.issubdtype(x.dtype, jnp.inexact)]))
         # A non-finite step is rejected: state and pool stay as they were.
-        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
-                                 nnx.state((model, optimizer)), train_state)
+        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated,
+                                 train_state)
         new_pool = jnp.where(finite, pool.at[index].set(grown), pool)
         metrics = {
             "loss": loss,
@@ -200,7 +212,8 @@ def checkpoint_manager(workdir: str | os.PathLike, train_config: ml_collections.
                        ) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=train_config.keep_checkpoints,
-        save_interval_steps=train_config.checkpoint_every)
+        save_interval_steps=train_config.checkpoint_every,
+        cleanup_tmp_directories=True)  # Saves cut short by a killed process.
     return ocp.CheckpointManager(Path(workdir).absolute() / CHECKPOINT_DIR, options=options)
 
 
@@ -213,13 +226,68 @@ def restore(manager: ocp.CheckpointManager, step: int, train_state: nnx.State,
     return restored["pool"]
 
 
+def _logged_step(line: str) -> int | None:
+    """The step of a log line; None for a line cut short by a killed process."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record.get("step") if isinstance(record, dict) else None
+
+
 def _trim_log(path: Path, last_step: int) -> None:
-    """Drop log lines past the restored checkpoint (they will be logged again)."""
+    """Keep the log lines up to the restored checkpoint (later steps will be logged again)."""
     if not path.exists():
         return
-    lines = [line for line in path.read_text().splitlines()
-             if line.strip() and json.loads(line)["step"] <= last_step]
-    path.write_text("".join(line + "\n" for line in lines))
+    kept = [line for line in path.read_text().splitlines()
+            if (step := _logged_step(line)) is not None and step <= last_step]
+    with replacing(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in kept))
+
+
+def _require_finite(pending: list[tuple[int, jax.Array]], manager: ocp.CheckpointManager
+                    ) -> None:
+    """Raise NonFiniteError naming the first rejected step among (step, finite flag) pairs.
+
+    The flags stay on the device until here (a log or checkpoint step): no per-step sync.
+    """
+    flags = jax.device_get([flag for _, flag in pending])
+    rejected = [step for (step, _), ok in zip(pending, flags, strict=True) if not ok]
+    if rejected:
+        manager.wait_until_finished()
+        raise NonFiniteError(
+            f"non-finite loss, gradient or update at step {rejected[0]} (the step was rejected); "
+            f"{_resume_point(manager)}: rerun with a lower --config.train.learning_rate")
+
+
+@contextlib.contextmanager
+def _writing(workdir: Path, manager: ocp.CheckpointManager) -> Iterator[None]:
+    """Turn a failed write (disk full, read-only; orbax reports some as ValueError) into
+    WorkdirWriteError, naming the checkpoint a rerun resumes from."""
+    try:
+        yield
+    except (OSError, ValueError) as err:
+        raise WorkdirWriteError(
+            f"writing to {workdir} failed ({reason(err)}); {_resume_point(manager)}: free disk "
+            "space or fix permissions, then rerun the same command") from err
+
+
+@contextlib.contextmanager
+def _closing(manager: ocp.CheckpointManager) -> Iterator[None]:
+    """Close the manager on the way out, also after an error (a failed save that close() would
+    raise again has been reported already)."""
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            manager.close()
+
+
+def _resume_point(manager: ocp.CheckpointManager) -> str:
+    latest = manager.latest_step()
+    if latest is None:
+        return "no checkpoint was written yet, a rerun starts afresh"
+    return f"the last good checkpoint is step {latest}, a rerun resumes from it"
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, target: Target,
@@ -239,9 +307,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, target:
     manager = checkpoint_manager(workdir, train_config)
     log_path = workdir / TRAIN_LOG
     start = manager.latest_step() or 0
+    _trim_log(log_path, start)
     if start:
         pool = restore(manager, start, train_state, pool)
-        _trim_log(log_path, start)
         print(f"Resuming from checkpoint at step {start} in {manager.directory}")
 
     train_step = make_train_step(graphdef, train_config, target.normalized)
@@ -252,20 +320,21 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, target:
     last = iterations if stop_at is None else min(stop_at, iterations)
     bar = _progress(start, iterations, progress)
     window_start, window_steps = time.perf_counter(), 0
-    with log_path.open("a") as log:
+    pending: list[tuple[int, jax.Array]] = []  # (step, finite flag) since the last check
+    with log_path.open("a") as log, _closing(manager):
         for step in range(start, last):
             train_state, pool, metrics = train_step(train_state, pool,
                                                     jax.random.fold_in(base_key, step))
             window_steps += 1
             done = step + 1
-            if done % train_config.log_every == 0 or done == last:
+            pending.append((done, metrics["finite"]))
+            log_now = done % train_config.log_every == 0 or done == last
+            save_now = done == last or manager.should_save(done)
+            if log_now or save_now:  # Nothing non-finite is logged or checkpointed.
+                _require_finite(pending, manager)
+                pending.clear()
+            if log_now:
                 metrics = jax.device_get(metrics)
-                if not metrics["finite"]:
-                    manager.wait_until_finished()
-                    raise NonFiniteError(
-                        f"non-finite loss or gradient at step {done} (the step was rejected); "
-                        f"the last good checkpoint is step {manager.latest_step()}; lower "
-                        "--config.train.learning_rate")
                 elapsed = time.perf_counter() - window_start
                 record = {
                     "step": done,
@@ -274,20 +343,23 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, target:
                     "living_fraction": float(metrics["living_fraction"]),
                     "steps_per_s": window_steps / elapsed,
                 }
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                with _writing(workdir, manager):
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
                 bar.set_postfix(loss=f"{record['loss']:.4f}",
                                 grid_db=f"{record['grid_mel_l1_db']:.2f}",
                                 alive=f"{record['living_fraction']:.2f}",
                                 it_s=f"{record['steps_per_s']:.2f}")
                 window_start, window_steps = time.perf_counter(), 0
-            manager.save(done, args=ocp.args.StandardSave(
-                {"train_state": nnx.to_pure_dict(train_state), "pool": pool}),
-                force=done == last)
+            if save_now:
+                with _writing(workdir, manager):
+                    manager.save(done, args=ocp.args.StandardSave(
+                        {"train_state": nnx.to_pure_dict(train_state), "pool": pool}),
+                        force=True)
             bar.update(1)
+        with _writing(workdir, manager):
+            manager.wait_until_finished()
     bar.close()
-    manager.wait_until_finished()
-    manager.close()
     model, _ = nnx.merge(graphdef, train_state)
     return model
 

@@ -1,11 +1,36 @@
-"""What every vocoder shares: the input checks that bind a spectrogram to a contract."""
+"""What every vocoder shares: the input checks that bind a spectrogram to a contract, and the
+contract of a HiFi-GAN-family config."""
 
 from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
 
 from tnca_jax.contract import ContractMismatchError, SpectralContract
+
+# config.json key (HiFi-GAN / BigVGAN) -> SpectralContract field.
+CONFIG_FIELDS = {"sampling_rate": "sample_rate", "n_fft": "n_fft", "hop_size": "hop_length",
+                 "win_size": "win_length", "num_mels": "n_mels", "fmin": "fmin", "fmax": "fmax"}
+
+
+
+class Vocoder(Protocol):
+    """What `vocoders.load` returns: log-mel [batch, n_mels, frames] under `contract` ->
+    audio [batch, frames * hop]. `contract=` declares the input's contract (checked)."""
+
+    name: str
+    contract: SpectralContract
+
+    def __call__(self, log_mel: jax.Array, *, contract: SpectralContract | None = None
+                 ) -> jax.Array: ...
+
 
 # How far above the contract's full-scale level a log-mel may reach (several partials can
 # share a band) before it is taken for another convention.
@@ -41,3 +66,35 @@ def check_input(log_mel: jax.Array, required: SpectralContract,
             f"mel, floor {floor:.2f}) allows [{floor:.2f}, {top:.2f}]: the spectrogram follows "
             "another convention (a power-dB mel?); compute it with tnca_jax.contract.log_mel")
     return log_mel
+
+
+def contract_from_config(config: Mapping, name: str, source: str) -> SpectralContract:
+    """The contract of a HiFi-GAN (jik876) or BigVGAN config.json (`source` names it).
+
+    Both compute their log-mel with the recipe of `tnca_jax.contract` (reflect padding,
+    center=False, Slaney magnitude mel, natural log floored at 1e-5); the config gives the
+    sizes. The generator's upsampling must render `hop_size` samples per frame.
+    """
+    missing = [key for key in (*CONFIG_FIELDS, "upsample_rates") if key not in config]
+    if missing:
+        raise ValueError(f"{source} lacks {', '.join(missing)}: not a HiFi-GAN/BigVGAN config")
+    fields = {field: config[key] for key, field in CONFIG_FIELDS.items()}
+    fields["fmin"] = float(fields["fmin"])
+    fields["fmax"] = None if fields["fmax"] is None else float(fields["fmax"])
+    upsampling = math.prod(config["upsample_rates"])
+    if upsampling != fields["hop_length"]:
+        raise ValueError(f"{source}: upsample_rates {config['upsample_rates']} render "
+                         f"{upsampling} samples per frame but hop_size is "
+                         f"{fields['hop_length']}")
+    return SpectralContract(name=name, **fields)
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """A vocoder's config.json as a dict."""
+    try:
+        config = json.loads(Path(path).read_text())
+    except ValueError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} holds no JSON object: not a vocoder config")
+    return config

@@ -1,0 +1,99 @@
+"""Best-of-N and post-processing, measured on a trained workdir.
+
+  python -m bench.refinement --workdir=runs/violin [--groups=3] [--n=8]
+
+Grows groups x n candidates (growth seeds 0 .. groups*n - 1, one jitted call per group) with the
+workdir's generate settings, vocodes each batch with the run's vocoder and scores every candidate
+with every metric of `tnca_jax.metrics` against the run's recording. Writes
+bench/results/refinement.json and prints a summary:
+- best_of: per selection metric, the kept candidate's metrics against the group's first
+  candidate (what N = 1 gives for that seed) and the group's mean (N = 1 on average), averaged
+  over the groups;
+- postprocessing: per option (tnca_jax.refine), every metric averaged over all candidates,
+  beside no post-processing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tnca_jax import metrics
+from tnca_jax.generate import grow_candidates, load_run
+from tnca_jax.refine import Refinement, postprocess
+from tnca_jax.train import load_target
+
+OPTIONS = {
+    "none": Refinement(),
+    "gaussian_sigma=0.5": Refinement(gaussian_sigma=0.5),
+    "gaussian_sigma=1": Refinement(gaussian_sigma=1.0),
+    "temporal_median=3": Refinement(temporal_median=3),
+    "temporal_median=5": Refinement(temporal_median=5),
+    "harmonic_gain=0.5": Refinement(harmonic_gain=0.5),
+    "harmonic_gain=1": Refinement(harmonic_gain=1.0),
+}
+SELECTION_METRICS = ("mel_l1_db", "mrstft", "visqol_moslqo")
+RESULTS = Path(__file__).resolve().parent / "results" / "refinement.json"
+
+
+def _flat(groups: list[list[dict]]) -> list[dict]:
+    return [row for group in groups for row in group]
+
+
+def _mean(rows: list[dict]) -> dict:
+    return {name: float(np.mean([row[name] for row in rows if row[name] is not None]))
+            for name in metrics.METRICS if any(row[name] is not None for row in rows)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--groups", type=int, default=3)
+    parser.add_argument("--n", type=int, default=8)
+    args = parser.parse_args()
+
+    import vocoders
+
+    run = load_run(args.workdir)
+    reference = load_target(run.config, run.contract).audio
+    vocoder = vocoders.load(run.config.vocoder, run.config.vocoder_path, contract=run.contract)
+    generate = run.config.generate
+    groups = [list(range(g * args.n, (g + 1) * args.n)) for g in range(args.groups)]
+    grown = [grow_candidates(run.model, run.contract, run.n_frames, steps=generate.steps,
+                             num_stages=1, seeds=seeds)[:, -1] for seeds in groups]
+
+    scores = {}  # option -> [group][candidate] -> metrics
+    for option, refinement in OPTIONS.items():
+        scores[option] = []
+        for log_mels in grown:
+            audio = np.asarray(vocoder(postprocess(log_mels, run.contract, refinement),
+                                       contract=run.contract))
+            scores[option].append([metrics.compare(reference, a, run.contract).to_dict()
+                                   for a in audio])
+        print(json.dumps({"option": option, "mean": _mean(_flat(scores[option]))}))
+
+    best_of = {}
+    for metric in SELECTION_METRICS:
+        kept = [min(group, key=lambda row: metrics.badness(metric, row[metric]))
+                for group in scores["none"]]
+        best_of[metric] = {"kept": _mean(kept),
+                           "first": _mean([group[0] for group in scores["none"]]),
+                           "mean": _mean(_flat(scores["none"]))}
+        print(json.dumps({"best_of": args.n, "selected_by": metric, **best_of[metric]}))
+    summary = {
+        "workdir": str(args.workdir), "checkpoint_step": run.step, "n": args.n,
+        "groups": args.groups, "growth_steps": generate.steps, "contract": run.contract.name,
+        "best_of": best_of,
+        "postprocessing": {option: _mean(_flat(rows)) for option, rows in scores.items()},
+        "candidates": scores,
+    }
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(summary, indent=1))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""kill -9 in the middle of a checkpoint save, then the same main.py command again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs.violin import get_config
+from tests.conftest import ROOT, tiny_config
+from tnca_jax.generate import load_run
+from tnca_jax.train import CHECKPOINT_DIR, TRAIN_LOG
+
+ITERATIONS = 30
+SAVING = ".orbax-checkpoint-tmp"  # orbax writes step N here, then renames it to N
+
+
+def fault_config():
+    config = tiny_config(iterations=ITERATIONS)
+    config.train.checkpoint_every = 1  # a save in flight most of the time
+    config.train.keep_checkpoints = 2  # and a deletion after each save
+    return config
+
+
+def config_flags(config, base=None, prefix="--config.") -> list[str]:
+    """The --config.* flags that turn configs/violin.py:quick into `config`."""
+    base = get_config("quick") if base is None else base
+    flags = []
+    for key, value in config.items():
+        if hasattr(value, "items"):
+            flags += config_flags(value, base[key], f"{prefix}{key}.")
+        elif value != base[key]:
+            flags.append(f"{prefix}{key}={value}")
+    return flags
+
+
+def command(workdir: Path) -> list[str]:
+    return [sys.executable, "main.py", "--config=configs/violin.py:quick",
+            f"--workdir={workdir}", *config_flags(fault_config())]
+
+
+def kill_during_a_save(workdir: Path, after_step: int) -> list[str]:
+    """Start the run, kill -9 it while it writes a checkpoint past `after_step`; returns what
+    the checkpoint folder held right after the kill."""
+    checkpoints = workdir / CHECKPOINT_DIR
+    process = subprocess.Popen(command(workdir), cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while process.poll() is None and time.monotonic() < deadline:
+            saving = [p.name for p in checkpoints.glob(f"*{SAVING}")]
+            if saving and int(saving[0].split(".")[0]) > after_step:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait()
+                return sorted(p.name for p in checkpoints.iterdir())
+            time.sleep(0.005)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    pytest.fail(f"the run ended (status {process.returncode}) before a save could be killed")
+
+
+def params(workdir: Path) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(load_run(workdir).model, nnx.Param))]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    from tnca_jax.run import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    train_and_evaluate(fault_config(), workdir, progress=False)
+    return workdir
+
+
+def test_config_flags_rebuild_the_fault_config():
+    config = get_config("quick")
+    for flag in config_flags(fault_config()):
+        key, value = flag.removeprefix("--config.").split("=")
+        *parents, leaf = key.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = type(node[leaf])(value)
+    assert config.to_json() == fault_config().to_json()
+
+
+def test_kill_9_mid_save_then_rerun_equals_the_uninterrupted_run(tmp_path, uninterrupted):
+    workdir = tmp_path / "run"
+    latest = 0
+    for _ in range(3):  # the save can complete between seeing it and the kill: try again
+        left = kill_during_a_save(workdir, after_step=latest + 2)
+        latest = load_run(workdir).step  # what a killed save leaves always loads
+        if any(name.endswith(SAVING) for name in left):
+            break
+    else:
+        pytest.fail("never killed a save in progress")
+    assert 2 <= latest < ITERATIONS and not (workdir / "generated.wav").exists()
+
+    rerun = subprocess.run(command(workdir), cwd=ROOT, capture_output=True, text=True,
+                           timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"Resuming from checkpoint at step {latest}" in rerun.stdout
+    assert not list((workdir / CHECKPOINT_DIR).glob(f"*{SAVING}"))
+    steps = [json.loads(line)["step"] for line in (workdir / TRAIN_LOG).read_text().splitlines()]
+    assert steps == list(range(1, ITERATIONS + 1))
+    # Bit for bit the run that was never interrupted: parameters, and the rendered note.
+    assert load_run(workdir).step == ITERATIONS
+    for resumed, straight in zip(params(workdir), params(uninterrupted), strict=True):
+        np.testing.assert_array_equal(resumed, straight)
+    assert (workdir / "generated.wav").read_bytes() == (uninterrupted / "generated.wav"
+                                                        ).read_bytes()

@@ -1,0 +1,83 @@
+"""The configuration, checked in one place before anything is loaded or written."""
+
+from __future__ import annotations
+
+import math
+
+import ml_collections
+
+from tnca_jax.contract import SpectralContract, get_contract
+from tnca_jax.metrics import METRICS
+from tnca_jax.refine import Refinement
+from tnca_jax.train import create_model
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key and the fix."""
+
+
+def _require(ok: bool, key: str, value, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} {rule}")
+
+
+def check_growth(steps: int, num_stages: int, prefix: str = "--config.generate.") -> None:
+    """Growth steps and kept stages of a rendered note must be at least 1."""
+    _require(steps >= 1, f"{prefix}steps", steps, "must be at least 1")
+    _require(num_stages >= 1, f"{prefix}num_stages", num_stages, "must be at least 1")
+
+
+def check_refinement(refinement: Refinement, prefix: str = "--config.generate.") -> None:
+    """Best-of-N and post-processing settings that can work (see `tnca_jax.refine`)."""
+    _require(refinement.best_of >= 1, f"{prefix}best_of", refinement.best_of,
+             "must be at least 1")
+    _require(refinement.best_of_metric in METRICS, f"{prefix}best_of_metric",
+             refinement.best_of_metric, f"is not a metric; choose one of {', '.join(METRICS)}")
+    for key in ("gaussian_sigma", "temporal_median", "harmonic_gain"):
+        value = getattr(refinement, key)
+        _require(value >= 0, f"{prefix}{key}", value, "must not be negative (0 = off)")
+
+
+def check_config(config: ml_collections.ConfigDict) -> SpectralContract:
+    """Refuse a configuration that cannot train or render; returns its contract.
+
+    Covers the contract (a preset name or a dict of fields, e.g. n_mels too many for n_fft or
+    fmax above Nyquist), the recording's length limits, the training and growth numbers and
+    the model's own checks. The audio file and the vocoder are checked as they load.
+    """
+    contract = get_contract(config.contract)
+    _require(bool(config.audio_path), "--config.audio_path", config.audio_path,
+             "must name a recording")
+    max_seconds, min_seconds = config.max_seconds, config.min_seconds
+    _require(max_seconds is None or max_seconds > 0, "--config.max_seconds", max_seconds,
+             "must be positive (or None for the whole file)")
+    _require(min_seconds >= 0, "--config.min_seconds", min_seconds, "must not be negative")
+    _require(max_seconds is None or min_seconds <= max_seconds, "--config.min_seconds",
+             min_seconds, f"exceeds --config.max_seconds={max_seconds}; lower it")
+    _require(config.trim_db is None or config.trim_db > 0, "--config.trim_db", config.trim_db,
+             "must be positive (or None to keep leading and trailing silence)")
+
+    train = config.train
+    _require(train.iterations >= 1, "--config.train.iterations", train.iterations,
+             "must be at least 1")
+    _require(train.min_steps >= 1, "--config.train.min_steps", train.min_steps,
+             "must be at least 1")
+    _require(train.min_steps <= train.max_steps, "--config.train.min_steps", train.min_steps,
+             f"exceeds --config.train.max_steps={train.max_steps}; set min_steps <= max_steps")
+    _require(1 <= train.batch_size <= train.pool_size, "--config.train.batch_size",
+             train.batch_size, f"must be between 1 and --config.train.pool_size={train.pool_size}")
+    _require(math.isfinite(train.learning_rate) and train.learning_rate > 0,
+             "--config.train.learning_rate", train.learning_rate, "must be a positive number")
+    _require(0 < train.final_lr_fraction <= 1, "--config.train.final_lr_fraction",
+             train.final_lr_fraction, "must be in (0, 1]")
+    for key in ("log_every", "checkpoint_every", "keep_checkpoints"):
+        _require(train[key] >= 1, f"--config.train.{key}", train[key], "must be at least 1")
+    for key in ("growth_weight", "overflow_weight"):
+        _require(train[key] >= 0, f"--config.train.{key}", train[key], "must not be negative")
+    check_growth(config.generate.steps, config.generate.num_stages)
+    check_refinement(Refinement.from_config(config.generate))
+
+    _require(config.model.hidden >= 1, "--config.model.hidden", config.model.hidden,
+             "must be at least 1")
+    create_model(config, contract.n_mels)  # The model's own checks (channels, fire rate, ...).
+    return contract

@@ -1,0 +1,233 @@
+"""The report page: one self-contained HTML file that settles "does it sound like the recording".
+
+`write_report(workdir)` reads what a run left in its workdir and writes `report.html`: audio
+players (target, generated, ceiling; growth.wav where `--mode=growth` ran), the comparison
+figure, the growth strip (and growth.gif), the training curve, the metrics table (generated,
+ceiling and static baseline beside each other, with each metric's ideal and meaning) and the
+best-of-N record. Audio and images are embedded as base64 data URIs and the page runs no
+script, so the single file opens anywhere, offline. `show(workdir)` displays it in a notebook.
+Every number on the page is read from metrics.json.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+from tnca_jax import metrics, plots
+from tnca_jax.generate import RUN_FILE
+from tnca_jax.growth import GROWTH_GIF, GROWTH_WAV
+from tnca_jax.train import TRAIN_LOG
+from tnca_jax.workdir import replacing
+
+REPORT_FILE = "report.html"
+SECTIONS = (("generated", "generated"), ("ceiling", "ceiling"),
+            ("static_baseline", "static baseline"))
+PLAYERS = (
+    ("target.wav", "target", "the recording the TNCA learned"),
+    ("generated.wav", "generated", "the grown note, vocoded"),
+    ("ceiling.wav", "ceiling", "the vocoder on the recording's own spectrogram: the best a "
+                               "grown spectrogram can sound through this vocoder"),
+)
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222;
+       padding: 0 1em; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+.players { display: flex; gap: 1.5em; flex-wrap: wrap; }
+.player { flex: 1; min-width: 260px; } .player p { margin: 0.2em 0; font-size: 0.9em; }
+audio { width: 100%; } img { max-width: 100%; border: 1px solid #eee; }
+table { border-collapse: collapse; font-size: 0.92em; width: 100%; }
+th, td { border-bottom: 1px solid #e4e4e4; padding: 0.35em 0.6em; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.muted { color: #666; font-size: 0.9em; } code { background: #f4f4f4; padding: 0 0.2em; }
+"""
+
+
+def _data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _image(data: bytes, mime: str, alt: str) -> str:
+    return f'<img src="{_data_uri(data, mime)}" alt="{html.escape(alt)}">'
+
+
+def format_value(value: float | None) -> str:
+    """How the page writes a metric value: 4 significant digits, "n/a" when missing."""
+    if value is None:
+        return "n/a"
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    return f"{value:.4g}"
+
+
+def _training_records(workdir: Path) -> list[dict]:
+    path = workdir / TRAIN_LOG
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:  # a line cut short by a killed run
+            continue
+    return records
+
+
+def _players(workdir: Path) -> str:
+    cells = []
+    for name, label, about in PLAYERS:
+        path = workdir / name
+        if not path.exists():
+            cells.append(f'<div class="player"><b>{label}</b><p class="muted">{name} missing: '
+                         "run <code>--mode=evaluate</code> to write it</p></div>")
+            continue
+        cells.append(f'<div class="player"><b>{label}</b><p class="muted">{html.escape(about)}'
+                     f'</p><audio controls preload="auto" data-name="{label}" '
+                     f'src="{_data_uri(path.read_bytes(), "audio/wav")}"></audio></div>')
+    return f'<div class="players">{"".join(cells)}</div>'
+
+
+def _metrics_table(report: dict) -> str:
+    head = "".join(f"<th>{label}</th>" for _, label in SECTIONS)
+    rows = []
+    for name, info in metrics.METRICS.items():
+        cells = []
+        for section, _ in SECTIONS:
+            value = report[section].get(name)
+            note = report[section].get("notes", {}).get(name)
+            title = f' title="{html.escape(note)}"' if note else ""
+            cells.append(f'<td class="num" data-section="{section}" data-metric="{name}" '
+                         f'data-value="{value!r}"{title}>{format_value(value)}'
+                         f'{" *" if note else ""}</td>')
+        better = "higher" if info.higher_is_better else "lower"
+        if name == "rms_ratio":
+            better = "closer to 1"
+        unit = f" ({info.unit})" if info.unit else ""
+        rows.append(f"<tr><td><code>{name}</code>{unit}</td>{''.join(cells)}"
+                    f'<td class="num">{format_value(info.ideal)}</td><td>{better}</td>'
+                    f"<td>{html.escape(info.about)}</td></tr>")
+    notes = sorted({(name, text) for section, _ in SECTIONS
+                    for name, text in report[section].get("notes", {}).items()})
+    footnotes = "".join(f"<li><code>{name}</code>: {html.escape(text)}</li>"
+                        for name, text in notes)
+    return (f"<table><thead><tr><th>metric</th>{head}<th>ideal</th><th>better</th>"
+            f"<th>what it measures</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            + (f'<p class="muted">* Notes:</p><ul class="muted">{footnotes}</ul>' if notes else ""))
+
+
+def _best_of(report: dict) -> str:
+    refinement = report.get("refinement") or {}
+    knobs = ", ".join(f"<code>{key}={value}</code>" for key, value in refinement.items())
+    selection = report.get("best_of")
+    if not selection:
+        return f"<p>One candidate grown (best_of = 1). Settings: {knobs or 'defaults'}.</p>"
+    scores = ", ".join(f"seed {seed}: {format_value(score)}"
+                       for seed, score in zip(selection["seeds"], selection["scores"],
+                                              strict=True))
+    return (f"<p>{selection['n']} candidates grown in one batch and scored by "
+            f"<code>{selection['metric']}</code>; kept seed {selection['chosen_seed']} "
+            f"({format_value(selection['best'])}). Gain over one candidate: "
+            f"<b>{format_value(selection['gain_over_first'])}</b> over the first, "
+            f"<b>{format_value(selection['gain_over_mean'])}</b> over the mean of all "
+            f"(in the metric's unit, positive = better).</p><p class='muted'>{scores}. "
+            f"Settings: {knobs}.</p>")
+
+
+def render_page(workdir: str | os.PathLike) -> str:
+    """The report page of a workdir as one HTML string (see the module docstring)."""
+    workdir = Path(workdir)
+    metrics_path = workdir / metrics.METRICS_FILE
+    if not metrics_path.exists():
+        raise FileNotFoundError(f"{workdir} has no {metrics.METRICS_FILE}: train there, or run "
+                                "--mode=evaluate, before writing its report")
+    report = json.loads(metrics_path.read_text())
+    run = json.loads((workdir / RUN_FILE).read_text()) if (workdir / RUN_FILE).exists() else {}
+    config = run.get("config", {})
+    records = _training_records(workdir)
+    generated, ceiling = report["generated"], report["ceiling"]
+
+    sections = [
+        f"<h1>tnca_jax report: {html.escape(workdir.name)}</h1>",
+        f'<p class="muted">Recording <code>{html.escape(str(config.get("audio_path", "?")))}'
+        f"</code> ({report['target_seconds']:.2f} s), contract <code>{report['contract']}"
+        f"</code>, vocoder <code>{report['vocoder']}</code>"
+        + (f", {records[-1]['step']} training iterations" if records else "") + ".</p>",
+        "<p>Mel L1 of the grown note: <b>"
+        f"{format_value(generated['mel_l1_db'])} dB</b>; the vocoder's ceiling "
+        f"{format_value(ceiling['mel_l1_db'])} dB; the static baseline (the recording's mean "
+        f"spectrum held still) {format_value(report['static_baseline']['mel_l1_db'])} dB; "
+        f"temporal gain {format_value(report['temporal_gain'])}x. A good model sits near the "
+        "ceiling and far below the baseline.</p>",
+        "<h2>Listen</h2>", _players(workdir),
+        "<h2>Look: target against generated</h2>",
+        '<p class="muted">Waveforms and RMS envelopes (top); log-mel spectrograms of both '
+        "waveforms on one dB scale, and their difference (bottom). The mean |difference| is "
+        "the generated note's mel L1.</p>",
+        _image((workdir / "comparison.png").read_bytes(), "image/png", "comparison"),
+        "<h2>Growth</h2>",
+        '<p class="muted">The grown log-mel at successive growth steps, from the seed columns '
+        "to the final note.</p>",
+        _image((workdir / "growth.png").read_bytes(), "image/png", "growth strip"),
+    ]
+    if (workdir / GROWTH_WAV).exists() and (workdir / GROWTH_GIF).exists():
+        sections += [
+            '<p>Hear it grow (each stage vocoded, joined by short crossfades):</p>',
+            f'<audio controls preload="auto" data-name="growth" '
+            f'src="{_data_uri((workdir / GROWTH_WAV).read_bytes(), "audio/wav")}"></audio>',
+            _image((workdir / GROWTH_GIF).read_bytes(), "image/gif", "growth animation")]
+    else:
+        sections.append('<p class="muted">Run <code>--mode=growth</code> to hear and watch '
+                        "the note grow.</p>")
+    sections.append("<h2>Training</h2>")
+    if records:
+        buffer = io.BytesIO()
+        plots.training_curve(buffer, records)
+        sections.append(_image(buffer.getvalue(), "image/png", "training curve"))
+    else:
+        sections.append(f'<p class="muted">No {TRAIN_LOG} in this workdir.</p>')
+    sections += [
+        "<h2>Metrics</h2>",
+        '<p class="muted">Each metric of the generated note against the recording, beside the '
+        "vocoder's ceiling and the static baseline.</p>",
+        _metrics_table(report),
+        "<h2>Refinement</h2>", _best_of(report),
+    ]
+    body = "\n".join(sections)
+    return ('<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<link rel="icon" href="data:,">'
+            f"<title>tnca_jax report: {html.escape(workdir.name)}</title>"
+            f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def write_report(workdir: str | os.PathLike) -> Path:
+    """Write `workdir/report.html`; returns its path."""
+    path = Path(workdir) / REPORT_FILE
+    with replacing(path) as tmp:
+        tmp.write_text(render_page(workdir), encoding="utf-8")
+    return path
+
+
+class ReportView:
+    """A report page that notebooks (Jupyter, Colab, VS Code) display: the page sits in an
+    iframe's srcdoc, so its style stays its own."""
+
+    def __init__(self, page: str, height: int):
+        self.page, self.height = page, height
+
+    def _repr_html_(self) -> str:
+        return (f'<iframe srcdoc="{html.escape(self.page, quote=True)}" '
+                f'style="width:100%;height:{self.height}px;border:0"></iframe>')
+
+
+def show(workdir: str | os.PathLike, height: int = 1600) -> ReportView:
+    """The report of `workdir` for a notebook: the last expression of a cell displays it.
+    Writes the report first if the workdir has none."""
+    path = Path(workdir) / REPORT_FILE
+    if not path.exists():
+        write_report(workdir)
+    return ReportView(path.read_text(encoding="utf-8"), height)
