@@ -47,7 +47,7 @@ def bench_tnca(args) -> dict:
     config.train.pool_size = 2 * args.batch
     config.train.min_steps = config.train.max_steps = args.steps
     config.train.remat = args.remat
-    target = jax.random.uniform(jax.random.key(0), (args.bands, args.frames))
+    target = jax.random.uniform(jax.random.key(0), (1, args.bands, args.frames))
     graphdef, state, pool = init_train_state(config, args.bands, args.frames)
     step = make_train_step(graphdef, config.train, target)
     holder = {"state": state, "pool": pool, "i": 0}
@@ -95,10 +95,11 @@ def bench_generate(args) -> dict:
 
     from tnca_jax.contract import DEFAULT_CONTRACT, get_contract
     from tnca_jax.model import TNCA, grow_stages
-    from tnca_jax.train import from_unit
+    from tnca_jax.representations import Representation
     from vocoders.griffinlim import GriffinLim
 
     contract = get_contract(DEFAULT_CONTRACT)
+    representation = Representation("mel", contract)
     frames = contract.num_frames(4 * contract.sample_rate)
     model = TNCA(contract.n_mels, channels=args.channels, hidden=args.hidden,
                  rngs=nnx.Rngs(0))
@@ -108,7 +109,7 @@ def bench_generate(args) -> dict:
     @jax.jit
     def grow_and_shape(params, key):
         shown = grow_stages(graphdef, params, model.seed(frames), key, 64, 1)[-1]
-        return from_unit(shown, contract)
+        return representation.from_unit(shown)[:, 0]
 
     def one():
         return vocoder._invert(grow_and_shape(params, jax.random.key(0)), jax.random.key(0))

@@ -7,6 +7,10 @@ CPU smoke run (2 cores, under 5 minutes):
 Another recording:
   python main.py --config=configs/violin.py:quick --workdir=runs/mine \\
       --config.audio_path=/path/to/note.wav
+Another representation (`mel` is the default; see tnca_jax.representations), e.g. magnitude
+and instantaneous frequency with the audio-domain loss, at full size or quick:
+  python main.py --config=configs/violin.py:mag_if --workdir=runs/violin_mag_if
+  python main.py --config=configs/violin.py:quick,mag_if --workdir=runs/violin_mag_if_quick
 On a Colab TPU or a multi-GPU host the same command runs unchanged.
 """
 
@@ -17,8 +21,20 @@ import ml_collections
 DATA = Path(__file__).resolve().parent.parent / "data"
 
 
+VARIANTS = ("quick", "mel", "stft", "mag_if")
+# Audio loss weight of the stft and mag_if variants: the multi-resolution STFT distance (about
+# 1 to 4) against the weighted L1 to the target (about 0.02 to 0.1).
+AUDIO_WEIGHT = 0.05
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """`arg`: None for the full configuration, "quick" for the CPU smoke variant."""
+    """`arg`: comma-separated variants: "quick" for the CPU smoke size, and a representation
+    ("mel", "stft" or "mag_if"; the latter two with the audio-domain loss). None: full, mel."""
+    variants = [v for v in (arg or "").split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown config variant {unknown[0]!r}; combine {', '.join(VARIANTS)}"
+                         " with commas, e.g. configs/violin.py:quick,mag_if")
     config = ml_collections.ConfigDict()
     # Target recording: trimmed of leading/trailing audio 60 dB below its peak, capped.
     config.audio_path = str(DATA / "violin" / "Violin.arco.ff.sulE.A5.stereo.wav")
@@ -28,6 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Representation and inversion: the TNCA grows the log-mel of the vocoder's contract:
     # `contract` for griffinlim; bigvgan and hifigan bring theirs from their config.json, e.g.
     # --config.vocoder=bigvgan --config.vocoder_path=nvidia/bigvgan_v2_22khz_80band_256x
+    config.representation = "mel"  # what the TNCA grows: mel, stft or mag_if
     config.contract = "griffinlim_22khz_128band"
     config.vocoder = "griffinlim"
     config.vocoder_path = ml_collections.config_dict.placeholder(str)  # None, settable by flag
@@ -47,8 +64,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.max_steps = 40
     config.train.learning_rate = 2e-3
     config.train.final_lr_fraction = 0.1
-    config.train.growth_weight = 0.1
-    config.train.overflow_weight = 1.0
+    # Loss weights (tnca_jax.train): the weighted L1 to the target representation has weight 1.
+    config.train.growth_weight = 0.1  # alpha towards 1 everywhere
+    config.train.overflow_weight = 1.0  # channels outside [-1, 1]
+    config.train.multiscale_weight = 0.0  # L1 over a pyramid of pooled spectrograms
+    config.train.temporal_weight = 0.0  # L1 of frame-to-frame changes
+    config.train.audio_weight = 0.0  # multi-resolution STFT distance of the rendered audio
+    config.train.waveform_weight = 0.0  # waveform L1 (mag_if only: it grows the phase)
+    config.train.audio_griffinlim_iterations = 4  # unrolled in the audio loss (stft, mel)
     config.train.remat = False
     config.train.log_every = 20
     config.train.checkpoint_every = 200
@@ -65,7 +88,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.generate.temporal_median = 0  # frames
     config.generate.harmonic_gain = 0.0
 
-    if arg == "quick":
+    if "quick" in variants:
         config.model.hidden = 64
         config.train.iterations = 300
         config.train.batch_size = 2
@@ -74,7 +97,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.train.max_steps = 24
         config.train.log_every = 10
         config.train.checkpoint_every = 100
-    elif arg not in (None, ""):
-        raise ValueError(f"unknown config variant {arg!r}; use configs/violin.py or "
-                         "configs/violin.py:quick")
+    if "stft" in variants or "mag_if" in variants:
+        config.representation = "mag_if" if "mag_if" in variants else "stft"
+        config.contract = "stft_22khz_1024"  # ln STFT magnitude, 513 bins, hop 256
+        config.train.audio_weight = AUDIO_WEIGHT
     return config

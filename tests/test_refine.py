@@ -71,5 +71,5 @@ def test_best_of_n_keeps_the_best_grown_candidate(trained_workdir):
     target = load_target(run.config, run.contract)
     assert metrics.mel_l1_db(target.audio, result.audio, run.contract) == selection["best"]
     with pytest.raises(ValueError, match="reference recording"):
-        render(run.model, run.contract, run.n_frames, None, steps=4,
+        render(run.model, run.n_frames, None, steps=4,
                refinement=Refinement(best_of=2))

@@ -6,7 +6,7 @@ import pytest
 from tests.conftest import VIOLIN
 from tnca_jax import losses
 from tnca_jax.audio import load_audio
-from tnca_jax.representations import get_representation
+from tnca_jax.representations import Inverse, get_representation
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,9 @@ def test_magnitude_representations_invert_close_to_the_recording(violin, kind, c
 
 
 def test_audio_loss_gradient_is_finite_and_nonzero(violin):
-    for kind in ("mag_if", "stft"):
-        rep = get_representation(kind, "bigvgan_v2_22khz_80band")
+    for kind, contract in (("mag_if", "stft_22khz_1024"), ("stft", "stft_22khz_1024"),
+                           ("mel", "griffinlim_22khz_128band")):
+        rep = get_representation(kind, contract)
         unit = rep.to_unit(rep.features(violin)) * 0.9
 
         def loss(unit, rep=rep):
@@ -62,3 +63,110 @@ def test_unknown_representation_is_an_error():
         get_representation("wavelet", "bigvgan_v2_22khz_80band")
     with pytest.raises(ValueError, match="natural log of the magnitude"):
         get_representation("stft", "griffinlim_22khz_128band")
+
+
+def test_each_inverse_renders_the_true_features_close_to_the_recording(violin):
+    """The Inverse a run renders with: the vocoder for mel, Griffin-Lim for stft, the exact
+    inverse STFT for mag_if (the ceiling of each representation)."""
+    import vocoders
+
+    noise_distance = float(losses.mrstft_distance(
+        violin, 0.05 * jax.random.normal(jax.random.key(1), violin.shape), 22050))
+    for kind, contract, bound in (("mel", "griffinlim_22khz_128band", 2.0),
+                                  ("stft", "stft_22khz_1024", 0.5),
+                                  ("mag_if", "stft_22khz_1024", 0.01)):
+        rep = get_representation(kind, contract)
+        inverse = Inverse(rep, vocoders.load("griffinlim", contract=contract)
+                          if kind == "mel" else None)
+        audio = inverse(rep.features(violin)[None])[0]
+        distance = float(losses.mrstft_distance(violin, audio, 22050))
+        assert distance < bound < noise_distance, kind
+    with pytest.raises(ValueError, match="renders itself"):
+        Inverse(get_representation("mag_if", "stft_22khz_1024"), vocoders.load("griffinlim"))
+
+
+def test_a_mag_if_run_trains_with_the_audio_loss_and_renders_without_a_vocoder(tmp_path):
+    """The whole job on a mag_if config: the audio loss is finite, generate() picks the exact
+    inverse and refuses a mel vocoder, the metrics name the representation."""
+    import json
+
+    import tnca_jax
+    from tests.conftest import tiny_config
+    from tnca_jax.run import train_and_evaluate
+
+    config = tiny_config(iterations=2)
+    config.representation, config.contract = "mag_if", "stft_22khz_1024"
+    config.train.audio_weight, config.train.waveform_weight = 0.05, 0.1
+    config.max_seconds = config.min_seconds = 0.3
+    report = train_and_evaluate(config, tmp_path, progress=False)
+    assert report["representation"] == "mag_if" and report["vocoder"] == "istft"
+    assert report["ceiling"]["mrstft"] < 0.01  # exact inversion of the true features
+    assert report["generated"]["mrstft"] > report["ceiling"]["mrstft"]
+    log = [json.loads(line)
+           for line in (tmp_path / "train_metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(record["loss"]) for record in log)
+    note = tnca_jax.generate(tmp_path, steps=4, num_stages=2)
+    assert note.features.shape == (2, 513, note.spectrogram.shape[1])
+    assert note.spectrogram.shape[0] == 513 and note.audio.shape == (note.spectrogram.shape[1]
+                                                                     * 256,)
+    with pytest.raises(ValueError, match="applies to mel only"):
+        tnca_jax.generate(tmp_path, steps=4, vocoder="bigvgan", vocoder_path="x")
+
+
+def test_the_audio_loss_train_step_jits_on_cpu_without_torch():
+    """The train step with the audio loss for every representation: one jit on CPU, finite
+    loss, torch never imported."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.conftest import ROOT
+
+    script = textwrap.dedent("""
+        import sys
+        import jax
+        from tests.conftest import tiny_config
+        from tnca_jax.train import init_train_state, load_target, make_train_step
+
+        for kind, contract in (("mel", "griffinlim_22khz_128band"),
+                               ("stft", "stft_22khz_1024"), ("mag_if", "stft_22khz_1024")):
+            config = tiny_config()
+            config.representation, config.contract = kind, contract
+            config.max_seconds = config.min_seconds = 0.3
+            config.train.audio_weight = 0.05
+            target = load_target(config)
+            unit = target.normalized
+            graphdef, state, pool = init_train_state(
+                config, *unit.shape[1:], band_level=unit.mean(axis=-1),
+                n_values=target.representation.n_values)
+            step = make_train_step(graphdef, config.train, unit, target)
+            for i in range(2):
+                state, pool, metrics = step(state, pool, jax.random.key(i))
+            print(kind, jax.devices()[0].platform, step._cache_size(),
+                  bool(metrics["finite"]))
+        print("torch" in sys.modules)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:4] == ["mel cpu 1 True", "stft cpu 1 True",
+                                           "mag_if cpu 1 True", "False"]
+
+
+def test_representation_config_errors_are_named():
+    from tests.conftest import tiny_config
+    from tnca_jax.checks import ConfigError, check_config
+
+    config = tiny_config()
+    config.representation = "stft"
+    with pytest.raises(ConfigError, match=r"natural log of the magnitude.*stft_22khz_1024"):
+        check_config(config)
+    config = tiny_config()
+    config.train.waveform_weight = 1.0
+    with pytest.raises(ConfigError, match=r"waveform_weight=1\.0 needs a representation that "
+                                          "grows the phase"):
+        check_config(config)
+    config = tiny_config()
+    config.representation = "wavelet"
+    with pytest.raises(ConfigError, match="representation='wavelet' is unknown"):
+        check_config(config)

@@ -25,14 +25,15 @@ def test_target_is_a_trimmed_whole_note_at_the_contract_rate(target):
     assert len(target.audio) == contract.num_samples(target.log_mel.shape[1])
     assert target.log_mel.shape == (contract.n_mels, len(target.audio) // contract.hop_length)
     unit = np.asarray(target.normalized)
+    assert unit.shape == (1, *target.log_mel.shape)  # the mel representation: one channel
     assert unit.min() >= 0 and unit.max() <= 1 and unit.max() > 0.5
 
 
 def test_train_step_traces_once_and_learns(target):
     config = tiny_config()
     graphdef, state, pool = init_train_state(config, *target.log_mel.shape,
-                                             band_level=target.normalized.mean(axis=1))
-    step = make_train_step(graphdef, config.train, target.normalized)
+                                             band_level=target.normalized.mean(axis=-1))
+    step = make_train_step(graphdef, config.train, target.normalized, target)
     losses = []
     for i in range(12):
         state, pool, metrics = step(state, pool, jax.random.key(i))

@@ -9,7 +9,12 @@ import ml_collections
 from tnca_jax.contract import SpectralContract, get_contract
 from tnca_jax.metrics import METRICS
 from tnca_jax.refine import Refinement
+from tnca_jax.representations import NAMES as REPRESENTATIONS
+from tnca_jax.representations import Representation
 from tnca_jax.train import create_model
+
+LOSS_WEIGHTS = ("growth_weight", "overflow_weight", "multiscale_weight", "temporal_weight",
+                "audio_weight", "waveform_weight")
 
 
 class ConfigError(ValueError):
@@ -72,12 +77,33 @@ def check_config(config: ml_collections.ConfigDict) -> SpectralContract:
              train.final_lr_fraction, "must be in (0, 1]")
     for key in ("log_every", "checkpoint_every", "keep_checkpoints"):
         _require(train[key] >= 1, f"--config.train.{key}", train[key], "must be at least 1")
-    for key in ("growth_weight", "overflow_weight"):
-        _require(train[key] >= 0, f"--config.train.{key}", train[key], "must not be negative")
+    for key in LOSS_WEIGHTS:
+        _require(train.get(key, 0.0) >= 0, f"--config.train.{key}", train.get(key),
+                 "must not be negative")
+    kind = config.get("representation", "mel")
+    _require(kind in REPRESENTATIONS, "--config.representation", kind,
+             f"is unknown; choose one of {', '.join(REPRESENTATIONS)}")
+    try:
+        representation = Representation(kind, contract)
+    except ValueError as err:
+        raise ConfigError(f"--config.representation={kind!r} with --config.contract="
+                          f"{contract.name!r}: {err} (e.g. stft_22khz_1024)") from None
+    _require(not train.get("waveform_weight", 0.0) or representation.grows_phase,
+             "--config.train.waveform_weight", train.get("waveform_weight"),
+             f"needs a representation that grows the phase (mag_if), not {kind!r}; set it to 0")
+    if train.get("audio_weight", 0.0):
+        _require(train.audio_griffinlim_iterations >= 1,
+                 "--config.train.audio_griffinlim_iterations",
+                 train.audio_griffinlim_iterations, "must be at least 1")
     check_growth(config.generate.steps, config.generate.num_stages)
-    check_refinement(Refinement.from_config(config.generate))
+    refinement = Refinement.from_config(config.generate)
+    check_refinement(refinement)
+    _require(kind == "mel" or not refinement.postprocesses, "--config.representation", kind,
+             "has no log-mel to post-process; set generate.gaussian_sigma, temporal_median "
+             "and harmonic_gain to 0")
 
     _require(config.model.hidden >= 1, "--config.model.hidden", config.model.hidden,
              "must be at least 1")
-    create_model(config, contract.n_mels)  # The model's own checks (channels, fire rate, ...).
+    # The model's own checks (channels, fire rate, ...).
+    create_model(config, representation.n_bins, representation.n_values)
     return contract

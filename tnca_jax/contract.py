@@ -241,6 +241,9 @@ PRESETS: dict[str, SpectralContract] = {
         SpectralContract(name="griffinlim_22khz_128band", sample_rate=22050, n_fft=2048,
                          hop_length=512, win_length=2048, n_mels=128, magnitude_power=2,
                          log_floor=1e-10),
+        # Linear-frequency representations (stft, mag_if in tnca_jax.representations): the
+        # natural log of the STFT magnitude (513 bins), floored at 1e-5, BigVGAN's framing.
+        _bigvgan("stft_22khz_1024", 22050, 80, None),
         # The prototype's convention, kept so that its bug class can be refused by name.
         SpectralContract(name="prototype_power_db", sample_rate=22050, n_fft=1024,
                          hop_length=256, win_length=1024, n_mels=80, mel_norm="slaney",

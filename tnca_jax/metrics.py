@@ -41,12 +41,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tnca_jax.contract import DB_PER_NEPER, SpectralContract, log_mel, magnitude, stft
+from tnca_jax import losses
+from tnca_jax.contract import DB_PER_NEPER, SpectralContract, log_mel
 
 METRICS_FILE = "metrics.json"  # What a run writes: `run.evaluate` of the generated note.
 TOP_DB = 80.0
-MRSTFT_RESOLUTIONS = ((512, 50, 240), (1024, 120, 600), (2048, 240, 1200))
-MRSTFT_FLOOR = 1e-5
 MCD_COEFFICIENTS = 13  # c_1..c_13
 SNR_MAX_DB = 200.0
 SNR_VOCODER_PHASE = ("not meaningful here: the TNCA grows a log-mel, the phase comes "
@@ -137,22 +136,11 @@ def mel_l1_db(reference: np.ndarray, generated: np.ndarray, contract: SpectralCo
     return float(np.mean(np.abs(ref_db - gen_db)))
 
 
-@functools.lru_cache(maxsize=32)
-def _analysis(n_fft: int, hop: int, win: int, sample_rate: int) -> SpectralContract:
-    return SpectralContract(name=f"stft{n_fft}", sample_rate=sample_rate, n_fft=n_fft,
-                            hop_length=hop, win_length=win, n_mels=1)
-
-
-def _stft_magnitude(audio: np.ndarray, n_fft: int, hop: int, win: int, sample_rate: int
-                    ) -> np.ndarray:
-    analysis = _analysis(n_fft, hop, win, sample_rate)
-    return np.asarray(magnitude(stft(jnp.asarray(audio), analysis)))
-
-
 def _contract_magnitude(audio: np.ndarray, contract: SpectralContract) -> np.ndarray:
     """[bins, frames] STFT magnitude under the contract's framing."""
-    return _stft_magnitude(audio, contract.n_fft, contract.hop_length, contract.win_length,
-                           contract.sample_rate)
+    return np.asarray(losses.stft_magnitude(jnp.asarray(audio), contract.n_fft,
+                                            contract.hop_length, contract.win_length,
+                                            contract.sample_rate))
 
 
 def spectral_convergence(reference: np.ndarray, generated: np.ndarray,
@@ -171,16 +159,10 @@ def log_spectral_distance_db(reference: np.ndarray, generated: np.ndarray,
 
 
 def mrstft(reference: np.ndarray, generated: np.ndarray, sample_rate: int) -> float:
+    """`tnca_jax.losses.mrstft_distance` of the aligned signals (the training loss's number)."""
     reference, generated = _align(reference, generated)
-    total = 0.0
-    for n_fft, hop, win in MRSTFT_RESOLUTIONS:
-        ref = _stft_magnitude(reference, n_fft, hop, win, sample_rate)
-        gen = _stft_magnitude(generated, n_fft, hop, win, sample_rate)
-        sc = np.linalg.norm(ref - gen) / np.linalg.norm(ref)
-        log_l1 = np.mean(np.abs(np.log(np.maximum(ref, MRSTFT_FLOOR))
-                                - np.log(np.maximum(gen, MRSTFT_FLOOR))))
-        total += sc + log_l1
-    return float(total / len(MRSTFT_RESOLUTIONS))
+    return float(losses.mrstft_distance(jnp.asarray(reference), jnp.asarray(generated),
+                                        sample_rate))
 
 
 def _dct_matrix(n: int, first: int, count: int) -> np.ndarray:

@@ -1,9 +1,11 @@
 """The timbre NCA: a grid of cells over (mel band, frame) that grows a log-mel spectrogram.
 
-State layout: `[batch, n_mels, frames, channels]` (frequency rows, time columns). Channel 0 is
-the grown value: a living cell shows its band's level plus this value as the log-mel,
-normalised to [0, 1] over the contract's log range (0 is silence, dead cells are silent);
-channel 1 is alpha, which marks living cells; the rest are hidden.
+State layout: `[batch, bins, frames, channels]` (frequency rows: mel bands or STFT bins; time
+columns). Channel 0 is the grown value: a living cell shows its band's level plus this value as
+the representation (log-mel or log magnitude), normalised to [0, 1] (0 is silence, dead cells
+are silent); channel 1 is alpha, which marks living cells; channel 2 is the clock (see below);
+the rest are hidden. A representation with a second value (`mag_if`'s instantaneous
+frequency) grows it in channel 3 (`VALUE_CHANNELS`).
 
 One step (Growing NCA, Distill 2020, adapted to spectrograms):
 1. `Perception`: fixed depthwise 3x3 filters (identity, Sobel along time, Sobel along
@@ -33,6 +35,7 @@ from flax import nnx
 
 ALIVE_THRESHOLD = 0.1
 VALUE, ALPHA, CLOCK = 0, 1, 2
+VALUE_CHANNELS = (VALUE, 3)  # the grown values, in the order of a representation's channels
 
 # Perception kernels, indexed [filter, d_freq, d_time].
 _SOBEL_TIME = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32) / 8
@@ -91,36 +94,44 @@ class UpdateRule(nnx.Module):
 class TNCA(nnx.Module):
     """One stochastic growth step: state [B, F, T, C] -> state [B, F, T, C].
 
-    `band_level` [F] is each band's resting level (normalised log-mel) that a living cell
+    `band_level` [n_values, F] is each band's resting level (normalised) that a living cell
     shows when its value channel is 0; trainers start it at the target's per-band mean so the
     cells spend their capacity on what changes over the note (see `spectrogram`).
+    `n_values`: grown values per cell (1, or 2 for `mag_if`; see `VALUE_CHANNELS`).
     """
 
-    def __init__(self, n_bands: int, *, channels: int = 16, hidden: int = 128,
-                 fire_rate: float = 0.5, seed_spacing: int = 8, rngs: nnx.Rngs):
-        if channels < 4:
-            raise ValueError("a TNCA needs at least 4 channels (value, alpha, clock, hidden)")
+    def __init__(self, n_bands: int, *, n_values: int = 1, channels: int = 16,
+                 hidden: int = 128, fire_rate: float = 0.5, seed_spacing: int = 8,
+                 rngs: nnx.Rngs):
+        if not 1 <= n_values <= len(VALUE_CHANNELS):
+            raise ValueError(f"a TNCA grows 1 to {len(VALUE_CHANNELS)} values, not {n_values}")
+        if channels < 4 or channels <= max(VALUE_CHANNELS[:n_values]) + 1:
+            raise ValueError("a TNCA needs at least 4 channels (value, alpha, clock, hidden), "
+                             "and a hidden channel beside its values")
         if not 0 < fire_rate <= 1 or seed_spacing < 1:
             raise ValueError("fire_rate must be in (0, 1] and seed_spacing at least 1")
         self.n_bands = n_bands
+        self.n_values = n_values
         self.channels = channels
         self.fire_rate = fire_rate
         self.seed_spacing = seed_spacing
         self.update_rule = UpdateRule(channels, hidden, n_bands, rngs=rngs)
-        self.band_level = nnx.Param(jnp.zeros((n_bands,)))
+        self.band_level = nnx.Param(jnp.zeros((n_values, n_bands)))
 
     def seed(self, n_frames: int, batch: int = 1) -> jax.Array:
         """This model's starting grid for a note of `n_frames` frames (see `seed_state`)."""
         return seed_state(self.n_bands, n_frames, self.channels, batch,
-                          spacing=self.seed_spacing)
+                          spacing=self.seed_spacing, n_values=self.n_values)
 
     def spectrogram(self, state: jax.Array) -> jax.Array:
-        """Normalised log-mel in [0, 1] shown by a grid: [B, F, T, C] -> [B, F, T].
+        """The normalised representation in [0, 1] shown by a grid: [B, F, T, C] ->
+        [B, n_values, F, T].
 
-        Living cells show band_level + value; dead cells are silent (0).
+        Living cells show band_level + value; dead cells show 0 (silence).
         """
-        alive = state[..., ALPHA] > ALIVE_THRESHOLD
-        level = self.band_level[...][:, None] + state[..., VALUE]
+        alive = state[:, None, :, :, ALPHA] > ALIVE_THRESHOLD
+        values = jnp.moveaxis(state[..., list(VALUE_CHANNELS[:self.n_values])], -1, 1)
+        level = self.band_level[...][:, :, None] + values
         return jnp.where(alive, jnp.clip(level, 0.0, 1.0), 0.0)
 
     def __call__(self, state: jax.Array, key: jax.Array) -> jax.Array:
@@ -137,16 +148,19 @@ def seed_frames(n_frames: int, spacing: int) -> np.ndarray:
 
 
 def seed_state(n_bands: int, n_frames: int, channels: int, batch: int = 1, *,
-               spacing: int = 8) -> jax.Array:
+               spacing: int = 8, n_values: int = 1) -> jax.Array:
     """The starting grid [batch, F, T, C]: a few living seed columns, the rest empty.
 
     Seed columns stand at `seed_frames` (all bands): alpha and hidden channels 1, except the
     first hidden channel, which holds the column's place in the note (frame / n_frames), the
-    only timing cue the cells get. The value channel starts at 0 everywhere.
+    only timing cue the cells get. The value channels (`n_values` of `VALUE_CHANNELS`) start
+    at 0 everywhere.
     """
     state = jnp.zeros((batch, n_bands, n_frames, channels), jnp.float32)
     frames = seed_frames(n_frames, spacing)
     state = state.at[:, :, frames, ALPHA:].set(1.0)
+    for channel in VALUE_CHANNELS[1:n_values]:
+        state = state.at[:, :, frames, channel].set(0.0)
     return state.at[:, :, frames, CLOCK].set(jnp.asarray(frames / n_frames, jnp.float32))
 
 
@@ -188,7 +202,7 @@ def grow_stages(graphdef: nnx.GraphDef, params: nnx.State, state: jax.Array, key
                 steps: int, num_stages: int) -> jax.Array:
     """Grow and keep the shown spectrogram at `num_stages` evenly spaced steps.
 
-    Returns [num_stages, B, F, T] normalised log-mel (see `TNCA.spectrogram`); the last stage
+    Returns [num_stages, B, n_values, F, T] normalised (see `TNCA.spectrogram`); the last stage
     is that of `grow(..., steps)`.
     """
     model = nnx.merge(graphdef, params)

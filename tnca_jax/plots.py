@@ -117,7 +117,7 @@ def training_curve(path: str | os.PathLike | BinaryIO, records: list[dict]) -> N
     steps = [record["step"] for record in records]
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.2), constrained_layout=True)
     for axis, key, label, log in ((axes[0], "loss", "training loss", True),
-                                  (axes[1], "grid_mel_l1_db", "grid mel L1 (dB)", False),
+                                  (axes[1], "grid_l1_db", "grid L1 (dB)", False),
                                   (axes[2], "living_fraction", "living fraction", False)):
         axis.plot(steps, [record[key] for record in records], marker=".")
         axis.set(title=label, xlabel="iteration", yscale="log" if log else "linear")

@@ -9,13 +9,16 @@
   the waveform exactly (up to the magnitude floor); frame 0 holds the wrapped phase itself.
 
 Each representation maps its features to [0, 1] per channel for the TNCA (`to_unit`,
-`from_unit`) and has a differentiable `audio()` for audio-domain losses.
+`from_unit`), has a differentiable `audio()` for audio-domain losses, and an `Inverse` for
+rendering: a mel vocoder for `mel`, 64 iterations of fast Griffin-Lim for `stft`, the exact
+inverse STFT for `mag_if`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+import functools
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +62,12 @@ class Representation:
     @property
     def grows_phase(self) -> bool:
         return self.kind == "mag_if"
+
+    @property
+    def unit_span_db(self) -> float:
+        """dB spanned by channel 0's [0, 1] range (the log-mel or log magnitude)."""
+        low, high = self._ranges()
+        return float(self.contract.to_db(high[0]) - self.contract.to_db(low[0]))
 
     # ---------------------------------------------------------------- features
     def features(self, audio: jax.Array) -> jax.Array:
@@ -124,6 +133,54 @@ class Representation:
         else:
             mag = mel_to_magnitude(self.contract.from_log(features[..., 0, :, :]), self.contract)
         return fast_griffin_lim(mag, self.contract, key, iterations=griffinlim_iterations)
+
+
+RENDER_GRIFFINLIM_ITERATIONS = 64
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _render(representation: Representation, features: jax.Array) -> jax.Array:
+    return representation.audio(features, jax.random.key(0),
+                                griffinlim_iterations=RENDER_GRIFFINLIM_ITERATIONS)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Inverse:
+    """How a representation becomes sound: features [batch, n_values, bins, frames] (native
+    units) -> audio [batch, frames * hop].
+
+    `mel` goes through `vocoder` (whose contract must equal the representation's); `stft`
+    through 64 iterations of fast Griffin-Lim (starting phase fixed); `mag_if` through its
+    exact inverse. Only `mel` takes a vocoder.
+    """
+
+    representation: Representation
+    vocoder: Any = None
+
+    def __post_init__(self) -> None:
+        kind = self.representation.kind
+        if (kind == "mel") != (self.vocoder is not None):
+            raise ValueError("a mel representation is rendered by a vocoder" if kind == "mel"
+                             else f"representation {kind!r} renders itself: it takes no vocoder"
+                             " (set --config.vocoder=griffinlim, the default)")
+        if self.vocoder is not None:
+            self.vocoder.contract.require_same(self.representation.contract,
+                                               what="the representation's log-mel")
+
+    @property
+    def name(self) -> str:
+        return self.vocoder.name if self.vocoder is not None else {
+            "stft": "griffinlim", "mag_if": "istft"}[self.representation.kind]
+
+    @property
+    def contract(self) -> SpectralContract:
+        return self.representation.contract
+
+    def __call__(self, features: jax.Array) -> jax.Array:
+        features = jnp.asarray(features, jnp.float32)
+        if self.vocoder is not None:
+            return self.vocoder(features[:, 0], contract=self.contract)
+        return _render(self.representation, features)
 
 
 def _wrap(phase: jax.Array) -> jax.Array:

@@ -6,7 +6,6 @@ import json
 import os
 from pathlib import Path
 
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -14,11 +13,13 @@ from tnca_jax import audio as audio_lib
 from tnca_jax import metrics, plots
 from tnca_jax import report as report_page
 from tnca_jax.checks import check_config
+from tnca_jax.contract import get_contract
 from tnca_jax.generate import (
     RUN_FILE,
     GenerationResult,
     TrainedRun,
     generate,
+    load_inverse,
     load_run,
     read_run_file,
     render,
@@ -27,6 +28,7 @@ from tnca_jax.generate import (
 from tnca_jax.growth import write_growth
 from tnca_jax.model import TNCA
 from tnca_jax.refine import Refinement
+from tnca_jax.representations import Inverse, Representation
 from tnca_jax.train import Target, load_target, train
 from tnca_jax.workdir import prepare_workdir, replacing
 
@@ -60,10 +62,16 @@ def _check_resumable(workdir: Path, config: ml_collections.ConfigDict, target: T
             f"{workdir} holds a run on a {previous['n_frames']}-frame target, this config gives "
             f"{target.log_mel.shape[1]} frames (another recording?); use a new --workdir")
     stored, current = previous["config"], json.loads(config.to_json())
-    keys = [("model", key) for key in current["model"]] + [("train", "pool_size")]
-    changed = [f"{section}.{key} ({stored[section].get(key)!r} there, {current[section][key]!r} "
-               "here)" for section, key in keys
-               if stored[section].get(key) != current[section][key]]
+    keys = ([("model", key) for key in current["model"]] + [("train", "pool_size")]
+            + [(None, "representation")])
+
+    def value(section_config: dict, section: str | None, key: str):
+        return (section_config if section is None else section_config[section]).get(
+            key, "mel" if key == "representation" else None)
+
+    changed = [f"{section + '.' if section else ''}{key} ({value(stored, section, key)!r} "
+               f"there, {value(current, section, key)!r} here)" for section, key in keys
+               if value(stored, section, key) != value(current, section, key)]
     if changed:
         raise WorkdirMismatchError(
             f"{workdir} holds a run with another {', '.join(changed)}, which its checkpoints "
@@ -76,21 +84,22 @@ def _scores(reference: np.ndarray, audio: np.ndarray, contract) -> dict:
     return scores
 
 
-def vocoder_ceiling(target: Target, vocoder) -> tuple[dict, np.ndarray]:
-    """The vocoder on the target's own log-mel: its metrics against the recording (those of
-    metrics.json) and its audio [samples]."""
-    audio = np.asarray(vocoder(jnp.asarray(target.log_mel)[None], contract=target.contract)[0])
+def vocoder_ceiling(target: Target, inverse: Inverse) -> tuple[dict, np.ndarray]:
+    """The inverse (vocoder) on the target's own features: its metrics against the recording
+    (those of metrics.json) and its audio [samples]."""
+    audio = np.asarray(inverse(target.features[None])[0])
     return _scores(target.audio, audio, target.contract), audio
 
 
-def evaluate(target: Target, result: GenerationResult, vocoder) -> tuple[dict, np.ndarray]:
-    """Metrics of the generated note, the vocoder's ceiling and the static baseline, and the
-    ceiling's audio (the vocoder on the true log-mel)."""
+def evaluate(target: Target, result: GenerationResult, inverse: Inverse
+             ) -> tuple[dict, np.ndarray]:
+    """Metrics of the generated note, the inverse's ceiling and the static baseline, and the
+    ceiling's audio (the inverse on the true features)."""
     contract = target.contract
-    ceiling, ceiling_audio = vocoder_ceiling(target, vocoder)
-    static_log_mel = np.repeat(target.log_mel.mean(axis=1, keepdims=True),
-                               target.log_mel.shape[1], axis=1)
-    static_audio = np.asarray(vocoder(jnp.asarray(static_log_mel)[None], contract=contract)[0])
+    ceiling, ceiling_audio = vocoder_ceiling(target, inverse)
+    static_features = np.broadcast_to(target.features.mean(axis=-1, keepdims=True),
+                                      target.features.shape)
+    static_audio = np.asarray(inverse(static_features[None])[0])
     generated = _scores(target.audio, result.audio, contract)
     static = _scores(target.audio, static_audio, contract)
     return {
@@ -98,10 +107,12 @@ def evaluate(target: Target, result: GenerationResult, vocoder) -> tuple[dict, n
         "ceiling": ceiling,
         "static_baseline": static,
         "temporal_gain": static["mel_l1_db"] / max(generated["mel_l1_db"], 1e-9),
-        "grid_mel_l1_db": metrics.mel_l1_db_from_log_mel(target.log_mel, result.spectrogram,
-                                                         contract),
+        # The grown level (log-mel or log magnitude) against the target's, before inversion.
+        "grid_l1_db": metrics.mel_l1_db_from_log_mel(target.features[0], result.spectrogram,
+                                                     contract),
+        "representation": target.representation.kind,
         "contract": contract.name,
-        "vocoder": getattr(vocoder, "name", type(vocoder).__name__),
+        "vocoder": inverse.name,
         "target_seconds": len(target.audio) / contract.sample_rate,
         "best_of": result.selection.to_dict() if result.selection else None,
     }, ceiling_audio
@@ -121,33 +132,44 @@ def trained_target(run: TrainedRun, workdir: Path) -> Target:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
                        *, progress: bool = True) -> dict:
     """Run the whole job in `workdir`; returns the metrics written to metrics.json."""
-    import vocoders
-
     workdir = Path(workdir)
     check_config(config)  # Everything that can fail is checked before the first write.
     # The TNCA grows exactly what the vocoder expects: the target under the vocoder's contract.
-    vocoder = vocoders.load(config.vocoder, config.vocoder_path, contract=config.contract)
-    target = load_target(config, vocoder.contract)
+    inverse = load_config_inverse(config)
+    target = load_target(config, inverse.contract)
     _check_resumable(workdir, config, target)
     prepare_workdir(workdir)
     write_run_file(workdir, config, target.contract, target.log_mel.shape[1])
     audio_lib.write_wav(workdir / "target.wav", target.audio, target.contract.sample_rate)
 
     model = train(config, workdir, target, progress=progress)
-    return render_and_report(config, workdir, target, model, vocoder)
+    return render_and_report(config, workdir, target, model, inverse)
+
+
+def load_config_inverse(config: ml_collections.ConfigDict) -> Inverse:
+    """The config's way back to audio: its vocoder (under the vocoder's contract: learned
+    vocoders bring theirs) for `mel`, the representation's own inverse otherwise."""
+    import vocoders
+
+    kind = config.get("representation", "mel")
+    if kind != "mel":
+        return load_inverse(Representation(kind, get_contract(config.contract)),
+                            config.vocoder, config.vocoder_path)
+    vocoder = vocoders.load(config.vocoder, config.vocoder_path, contract=config.contract)
+    return Inverse(Representation("mel", vocoder.contract), vocoder)
 
 
 def render_and_report(config: ml_collections.ConfigDict, workdir: Path, target: Target,
-                      model: TNCA, vocoder) -> dict:
+                      model: TNCA, inverse: Inverse) -> dict:
     """Grow the note as `config.generate` says, vocode, measure and draw it into `workdir`
     (generated.wav, ceiling.wav, metrics.json, comparison.png, growth.png, report.html);
     returns the metrics written to metrics.json."""
     refinement = Refinement.from_config(config.generate)
-    result = render(model, target.contract, target.log_mel.shape[1], vocoder,
-                    steps=config.generate.steps, num_stages=config.generate.num_stages,
-                    seed=config.seed, refinement=refinement, reference=target.audio)
+    result = render(model, target.features.shape[-1], inverse, steps=config.generate.steps,
+                    num_stages=config.generate.num_stages, seed=config.seed,
+                    refinement=refinement, reference=target.audio)
     audio_lib.write_wav(workdir / "generated.wav", result.audio, result.sample_rate)
-    report, ceiling_audio = evaluate(target, result, vocoder)
+    report, ceiling_audio = evaluate(target, result, inverse)
     report["refinement"] = refinement.to_dict()
     audio_lib.write_wav(workdir / "ceiling.wav", ceiling_audio, result.sample_rate)
     write_json(workdir / METRICS_FILE, report)
@@ -155,7 +177,7 @@ def render_and_report(config: ml_collections.ConfigDict, workdir: Path, target: 
                      title=f"mel L1 {report['generated']['mel_l1_db']:.2f} dB "
                            f"(ceiling {report['ceiling']['mel_l1_db']:.2f}, static "
                            f"{report['static_baseline']['mel_l1_db']:.2f})")
-    vmax = float(np.max(target.contract.to_db(target.log_mel)))
+    vmax = float(np.max(target.contract.to_db(target.features[0])))
     plots.growth(workdir / "growth.png", result.stages, result.stage_steps, target.contract,
                  vmax)
     report_page.write_report(workdir)
@@ -169,15 +191,12 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | os.PathLi
     `config` gives the seed, the vocoder and the `generate` section (steps, best-of-N,
     post-processing). Writes what `render_and_report` writes; returns a summary.
     """
-    import vocoders
-
     workdir = Path(workdir)
     check_config(config)
     run = load_run(workdir)
     target = trained_target(run, workdir)
-    vocoder = vocoders.load(config.vocoder, config.vocoder_path, contract=run.contract)
-    vocoder.contract.require_same(run.contract, what="the trained TNCA's spectrogram")
-    report = render_and_report(config, workdir, target, run.model, vocoder)
+    inverse = load_inverse(run.representation, config.vocoder, config.vocoder_path)
+    report = render_and_report(config, workdir, target, run.model, inverse)
     return {"workdir": str(workdir), "report": str(workdir / report_page.REPORT_FILE),
             "checkpoint_step": run.step, "generated": report["generated"],
             "ceiling": report["ceiling"], "best_of": report["best_of"]}

@@ -5,9 +5,12 @@ The train step is one `jax.jit` over pure state (model and optimizer split once 
 1. draws a batch from the sample pool (Growing NCA) and replaces its worst member by the seed;
 2. grows it for a fixed `max_steps` with `lax.scan`, keeping the state at a step sampled from
    [min_steps, max_steps] (one compiled rollout serves every length);
-3. takes a frequency-weighted L1 between the grown value channel and the target log-mel
-   (normalised to [0, 1] over the contract's log range), plus a growth term (alpha towards 1
-   everywhere) and an overflow penalty;
+3. takes a frequency-weighted L1 between the grown values and the target representation
+   (normalised to [0, 1] per channel), plus a growth term (alpha towards 1 everywhere), an
+   overflow penalty and, with their config weights, a multi-scale spectrogram L1, a temporal
+   L1, and audio-domain losses on the grown note rendered differentiably
+   (`Representation.audio`): multi-resolution STFT distance to the recording, and waveform L1
+   where the phase is grown;
 4. normalises each parameter's gradient to unit L2 norm, then Adam with a decaying rate;
 5. writes the grown states back to the pool.
 A step whose loss, gradients or updated state are not finite is rejected (state and pool stay);
@@ -33,8 +36,10 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from tnca_jax import audio as audio_lib
+from tnca_jax import losses
 from tnca_jax.contract import SpectralContract, get_contract, log_mel
 from tnca_jax.model import ALIVE_THRESHOLD, ALPHA, TNCA, grow
+from tnca_jax.representations import Representation
 from tnca_jax.workdir import WorkdirWriteError, reason, replacing
 
 CHECKPOINT_DIR = "checkpoints"
@@ -53,31 +58,28 @@ class Target:
       audio: mono float32 waveform at the contract's rate, cut to a whole number of frames.
       log_mel: [n_mels, frames] the contract's log-mel of `audio`.
       contract: the spectral contract of `log_mel`.
+      representation: what the TNCA grows (under `contract`).
+      features: [n_values, bins, frames] the representation of `audio`, native units.
     """
 
     audio: np.ndarray
     log_mel: np.ndarray
     contract: SpectralContract
+    representation: Representation
+    features: np.ndarray
 
     @property
     def normalized(self) -> jax.Array:
-        """log_mel mapped to [0, 1] over the contract's log range (0 = silence)."""
-        return to_unit(jnp.asarray(self.log_mel), self.contract)
-
-
-def to_unit(log_mel: jax.Array, contract: SpectralContract) -> jax.Array:
-    return jnp.clip((log_mel - contract.log_min) / (contract.log_max - contract.log_min), 0, 1)
-
-
-def from_unit(value: jax.Array, contract: SpectralContract) -> jax.Array:
-    """Grown value channel -> the contract's log-mel (values outside [0, 1] are clipped)."""
-    return contract.log_min + (contract.log_max - contract.log_min) * jnp.clip(value, 0, 1)
+        """The features mapped to [0, 1] per channel (0 = silence): [n_values, bins, frames]."""
+        return self.representation.to_unit(jnp.asarray(self.features))
 
 
 def load_target(config: ml_collections.ConfigDict,
                 contract: SpectralContract | None = None) -> Target:
-    """The config's recording under `contract` (default: the config's own contract)."""
+    """The config's recording as the config's representation under `contract` (default: the
+    config's own contract)."""
     contract = get_contract(config.contract) if contract is None else contract
+    representation = Representation(config.get("representation", "mel"), contract)
     audio = audio_lib.load_audio(config.audio_path, contract.sample_rate,
                                  trim_db=config.trim_db, max_seconds=config.max_seconds)
     rate, min_seconds = contract.sample_rate, config.min_seconds
@@ -91,23 +93,26 @@ def load_target(config: ml_collections.ConfigDict,
             f"{config.audio_path} has {len(audio) / rate:.3f} s of sound after trimming, but "
             f"{why} {max(min_seconds, frames_needed):.3f} s; give a longer note{fix}")
     audio = audio[: contract.num_samples(contract.num_frames(len(audio)))]
-    return Target(audio=audio, log_mel=np.asarray(log_mel(audio, contract)), contract=contract)
+    return Target(audio=audio, log_mel=np.asarray(log_mel(audio, contract)), contract=contract,
+                  representation=representation,
+                  features=np.asarray(representation.features(audio)))
 
 
-def create_model(config: ml_collections.ConfigDict, n_bands: int) -> TNCA:
-    return TNCA(n_bands, channels=config.model.channels, hidden=config.model.hidden,
-                fire_rate=config.model.fire_rate, seed_spacing=config.model.seed_spacing,
-                rngs=nnx.Rngs(config.seed))
+def create_model(config: ml_collections.ConfigDict, n_bands: int, n_values: int = 1) -> TNCA:
+    return TNCA(n_bands, n_values=n_values, channels=config.model.channels,
+                hidden=config.model.hidden, fire_rate=config.model.fire_rate,
+                seed_spacing=config.model.seed_spacing, rngs=nnx.Rngs(config.seed))
 
 
 def init_train_state(config: ml_collections.ConfigDict, n_bands: int, n_frames: int,
-                     band_level: jax.Array | None = None
+                     band_level: jax.Array | None = None, *, n_values: int = 1
                      ) -> tuple[nnx.GraphDef, nnx.State, jax.Array]:
     """Fresh (graphdef, model+optimizer state, sample pool [pool_size, F, T, C]).
 
-    `band_level` [F]: the model's starting per-band level (the target's mean, normalised).
+    `band_level` [n_values, F]: the model's starting per-band level (the target's mean,
+    normalised).
     """
-    model = create_model(config, n_bands)
+    model = create_model(config, n_bands, n_values)
     if band_level is not None:
         model.band_level[...] = band_level
     optimizer = nnx.Optimizer(model, make_optimizer(config.train), wrt=nnx.Param)
@@ -134,14 +139,23 @@ def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTra
 
 
 def frequency_weights(target_unit: jax.Array) -> jax.Array:
-    """Per-band loss weights [F, 1], mean 1: bands with more energy weigh more (0.5 to ~1.5+)."""
-    level = target_unit.mean(axis=1)
-    return (0.5 + 0.5 * level / jnp.maximum(level.mean(), 1e-6))[:, None]
+    """Loss weights [n_values, F, T] for a normalised target [n_values, F, T].
+
+    Channel 0 (the level): per band, mean 1, bands with more energy weigh more (0.5 to
+    ~1.5+). A phase channel (instantaneous frequency) weighs by the cell's own level, mean 1:
+    the phase of a silent cell is not heard.
+    """
+    level = target_unit[0]
+    band = level.mean(axis=1)
+    weights = [jnp.broadcast_to((0.5 + 0.5 * band / jnp.maximum(band.mean(), 1e-6))[:, None],
+                                level.shape)]
+    weights += [level / jnp.maximum(level.mean(), 1e-6)] * (target_unit.shape[0] - 1)
+    return jnp.stack(weights)
 
 
 def spectrogram_loss(shown: jax.Array, target_unit: jax.Array, weights: jax.Array) -> jax.Array:
-    """Per-sample weighted L1 of the shown spectrogram: [B, F, T] -> [B]."""
-    return jnp.mean(weights * jnp.abs(shown - target_unit), axis=(1, 2))
+    """Per-sample weighted L1 of the shown representation: [B, V, F, T] -> [B]."""
+    return jnp.mean(weights * jnp.abs(shown - target_unit), axis=(1, 2, 3))
 
 
 def growth_loss(states: jax.Array) -> jax.Array:
@@ -161,17 +175,41 @@ def living_fraction(states: jax.Array) -> jax.Array:
     return jnp.mean(states[..., ALPHA] > ALIVE_THRESHOLD)
 
 
+def audio_losses(shown: jax.Array, target: Target, train_config: ml_collections.ConfigDict,
+                 key: jax.Array) -> jax.Array:
+    """The weighted audio-domain losses of normalised grids [B, V, F, T]: the note rendered
+    differentiably (`Representation.audio`, `audio_griffinlim_iterations` unrolled for stft
+    and mel), its multi-resolution STFT distance to the recording, and its waveform L1 (for
+    representations that grow the phase)."""
+    representation = target.representation
+    audio = representation.audio(representation.from_unit(shown), key,
+                                 griffinlim_iterations=train_config.audio_griffinlim_iterations)
+    reference = jnp.asarray(target.audio)[None]
+    loss = train_config.audio_weight * losses.mrstft_distance(
+        reference, audio, target.contract.sample_rate)
+    if train_config.waveform_weight:
+        loss = loss + train_config.waveform_weight * losses.waveform_l1(reference, audio)
+    return loss
+
+
 def make_train_step(graphdef: nnx.GraphDef, train_config: ml_collections.ConfigDict,
-                    target_unit: jax.Array):
-    """Build the jitted step: (train_state, pool, key) -> (train_state, pool, metrics)."""
+                    target_unit: jax.Array, target: Target | None = None):
+    """Build the jitted step: (train_state, pool, key) -> (train_state, pool, metrics).
+
+    `target_unit` [n_values, F, T]: the normalised representation to grow. `target` (its
+    recording) is needed for the audio-domain losses (`train.audio_weight` > 0).
+    """
     weights = frequency_weights(target_unit)
     batch_size, max_steps = train_config.batch_size, train_config.max_steps
-    n_frames = target_unit.shape[1]
+    n_frames = target_unit.shape[-1]
+    uses_audio = bool(train_config.get("audio_weight", 0.0))
+    if uses_audio and target is None:
+        raise ValueError("audio-domain losses need the target recording")
 
     def train_step(train_state: nnx.State, pool: jax.Array, key: jax.Array):
         model, optimizer = nnx.merge(graphdef, train_state)
         model_def, params = nnx.split(model)
-        pick_key, steps_key, grow_key = jax.random.split(key, 3)
+        pick_key, steps_key, grow_key, audio_key = jax.random.split(key, 4)
         index = jax.random.choice(pick_key, pool.shape[0], (batch_size,), replace=False)
         batch = pool[index]
         worst = jnp.argmax(spectrogram_loss(model.spectrogram(batch), target_unit, weights))
@@ -185,9 +223,17 @@ def make_train_step(graphdef: nnx.GraphDef, train_config: ml_collections.ConfigD
             spectral = spectrogram_loss(shown, target_unit, weights).mean()
             loss = (spectral + train_config.growth_weight * growth_loss(grown)
                     + train_config.overflow_weight * overflow_penalty(grown))
-            return loss, (grown, spectral)
+            if train_config.get("multiscale_weight", 0.0):
+                loss += train_config.multiscale_weight * losses.multiscale_l1(
+                    shown[:, 0], target_unit[0])
+            if train_config.get("temporal_weight", 0.0):
+                loss += train_config.temporal_weight * losses.temporal_l1(shown[:, 0],
+                                                                           target_unit[0])
+            if uses_audio:
+                loss += audio_losses(shown, target, train_config, audio_key)
+            return loss, (grown, jnp.mean(jnp.abs(shown[:, 0] - target_unit[0])))
 
-        (loss, (grown, spectral)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        (loss, (grown, grid_l1)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         optimizer.update(model, grads)
         updated = nnx.state((model, optimizer))
         finite = jnp.isfinite(loss) & jnp.all(jnp.array(
@@ -199,7 +245,7 @@ def make_train_step(graphdef: nnx.GraphDef, train_config: ml_collections.ConfigD
         new_pool = jnp.where(finite, pool.at[index].set(grown), pool)
         metrics = {
             "loss": loss,
-            "grid_l1": spectral,
+            "grid_l1": grid_l1,
             "living_fraction": living_fraction(grown),
             "finite": finite,
         }
@@ -301,8 +347,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, target:
     """
     workdir = Path(workdir)
     train_config = config.train
+    normalized = target.normalized
     graphdef, train_state, pool = init_train_state(
-        config, *target.log_mel.shape, band_level=target.normalized.mean(axis=1))
+        config, *normalized.shape[1:], band_level=normalized.mean(axis=-1),
+        n_values=target.representation.n_values)
 
     manager = checkpoint_manager(workdir, train_config)
     log_path = workdir / TRAIN_LOG
@@ -312,10 +360,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, target:
         pool = restore(manager, start, train_state, pool)
         print(f"Resuming from checkpoint at step {start} in {manager.directory}")
 
-    train_step = make_train_step(graphdef, train_config, target.normalized)
+    train_step = make_train_step(graphdef, train_config, normalized, target)
     base_key = jax.random.key(config.seed)
-    contract = target.contract
-    span_db = float(contract.to_db(contract.log_max) - contract.to_db(contract.log_min))
+    span_db = target.representation.unit_span_db
     iterations = train_config.iterations
     last = iterations if stop_at is None else min(stop_at, iterations)
     bar = _progress(start, iterations, progress)
@@ -339,7 +386,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, target:
                 record = {
                     "step": done,
                     "loss": float(metrics["loss"]),
-                    "grid_mel_l1_db": float(metrics["grid_l1"]) * span_db,
+                    "grid_l1_db": float(metrics["grid_l1"]) * span_db,
                     "living_fraction": float(metrics["living_fraction"]),
                     "steps_per_s": window_steps / elapsed,
                 }
@@ -347,7 +394,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, target:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                 bar.set_postfix(loss=f"{record['loss']:.4f}",
-                                grid_db=f"{record['grid_mel_l1_db']:.2f}",
+                                grid_db=f"{record['grid_l1_db']:.2f}",
                                 alive=f"{record['living_fraction']:.2f}",
                                 it_s=f"{record['steps_per_s']:.2f}")
                 window_start, window_steps = time.perf_counter(), 0

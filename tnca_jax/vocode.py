@@ -11,9 +11,15 @@ import numpy as np
 
 from tnca_jax import audio as audio_lib
 from tnca_jax.checks import check_config
-from tnca_jax.generate import load_run, render
+from tnca_jax.generate import load_inverse, load_run, render
 from tnca_jax.refine import Refinement
-from tnca_jax.run import evaluate, trained_target, vocoder_ceiling, write_json
+from tnca_jax.run import (
+    evaluate,
+    load_config_inverse,
+    trained_target,
+    vocoder_ceiling,
+    write_json,
+)
 from tnca_jax.train import load_target
 from tnca_jax.workdir import prepare_workdir
 
@@ -28,14 +34,12 @@ def ceiling(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> di
     """`--mode=ceiling`: the config's recording, under the config's vocoder's contract, through
     that vocoder. Writes ceiling_<vocoder>.wav and ceiling_<vocoder>.json (metrics, vocoder,
     contract) into `workdir`; returns a summary."""
-    import vocoders
-
     workdir = Path(workdir)
     check_config(config)
-    vocoder = vocoders.load(config.vocoder, config.vocoder_path, contract=config.contract)
-    target = load_target(config, vocoder.contract)
+    inverse = load_config_inverse(config)
+    target = load_target(config, inverse.contract)
     prepare_workdir(workdir)
-    scores, audio = vocoder_ceiling(target, vocoder)
+    scores, audio = vocoder_ceiling(target, inverse)
     report = {"ceiling": scores, "vocoder": config.vocoder, "vocoder_path": config.vocoder_path,
               "contract": target.contract.to_dict(), "audio_path": config.audio_path,
               "target_seconds": len(target.audio) / target.contract.sample_rate}
@@ -49,19 +53,15 @@ def generate_workdir(config: ml_collections.ConfigDict, workdir: str | os.PathLi
     section) and render it with the config's vocoder, whose contract must equal the workdir's
     (else ContractMismatchError). Writes generated_<vocoder>.wav and generated_<vocoder>.json
     (the sections of metrics.json); the training's own outputs stay as they are."""
-    import vocoders
-
     workdir = Path(workdir)
     check_config(config)
     run = load_run(workdir)
-    vocoder = vocoders.load(config.vocoder, config.vocoder_path, contract=run.contract)
-    vocoder.contract.require_same(run.contract, what=f"the TNCA trained in {workdir}")
+    inverse = load_inverse(run.representation, config.vocoder, config.vocoder_path)
     target = trained_target(run, workdir)
-    result = render(run.model, run.contract, run.n_frames, vocoder,
-                    steps=config.generate.steps, num_stages=config.generate.num_stages,
-                    seed=config.seed, refinement=Refinement.from_config(config.generate),
-                    reference=target.audio)
-    report, _ = evaluate(target, result, vocoder)
+    result = render(run.model, run.n_frames, inverse, steps=config.generate.steps,
+                    num_stages=config.generate.num_stages, seed=config.seed,
+                    refinement=Refinement.from_config(config.generate), reference=target.audio)
+    report, _ = evaluate(target, result, inverse)
     report["vocoder_path"] = config.vocoder_path
     path = _write(workdir, f"generated_{config.vocoder}", result.audio, result.sample_rate,
                   report)
