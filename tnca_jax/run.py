@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -124,7 +125,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     import vocoders
 
     workdir = Path(workdir)
-    check_config(config)  # Everything that can fail is checked before the first write.
+    # Everything that can fail is checked before the first write.
+    check_config(config, device_count=jax.device_count())
     # The TNCA grows exactly what the vocoder expects: the target under the vocoder's contract.
     vocoder = vocoders.load(config.vocoder, config.vocoder_path, contract=config.contract)
     target = load_target(config, vocoder.contract)
