@@ -6,7 +6,8 @@
 
 Prints one JSON object per line: `impl` ("tnca_jax", "torch_eager", "torch_compile",
 "generate_4s", "ratio"), `cell_updates_per_s` (batch x steps x grid cells per second of
-training, forward + backward + Adam), seconds per iteration, peak memory, device.
+training, forward + backward + Adam), seconds per iteration, peak memory, device, and
+`devices`: how many the tnca_jax step splits its batch over (all of them, as `train` does).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _time(fn, iterations: int, sync) -> float:
 
 def bench_tnca(args) -> dict:
     from configs.violin import get_config
-    from tnca_jax.train import init_train_state, make_train_step
+    from tnca_jax.train import data_mesh, init_train_state, make_train_step
 
     config = get_config()
     config.model.channels, config.model.hidden = args.channels, args.hidden
@@ -48,8 +49,9 @@ def bench_tnca(args) -> dict:
     config.train.min_steps = config.train.max_steps = args.steps
     config.train.remat = args.remat
     target = jax.random.uniform(jax.random.key(0), (1, args.bands, args.frames))
-    graphdef, state, pool = init_train_state(config, args.bands, args.frames)
-    step = make_train_step(graphdef, config.train, target)
+    mesh = data_mesh(config.train)
+    graphdef, state, pool = init_train_state(config, args.bands, args.frames, mesh=mesh)
+    step = make_train_step(graphdef, config.train, target, mesh=mesh)
     holder = {"state": state, "pool": pool, "i": 0}
 
     def one():
@@ -143,7 +145,7 @@ def main() -> None:
 
     size = {"bands": args.bands, "frames": args.frames, "batch": args.batch,
             "steps": args.steps, "channels": args.channels, "hidden": args.hidden,
-            "device": str(jax.devices()[0].device_kind)}
+            "device": str(jax.devices()[0].device_kind), "devices": jax.device_count()}
     cells = args.batch * args.steps * args.bands * args.frames
     results = [bench_tnca(args)]
     if not args.no_torch:

@@ -11,7 +11,16 @@ Another representation (`mel` is the default; see tnca_jax.representations), e.g
 and instantaneous frequency with the audio-domain loss, at full size or quick:
   python main.py --config=configs/violin.py:mag_if --workdir=runs/violin_mag_if
   python main.py --config=configs/violin.py:quick,mag_if --workdir=runs/violin_mag_if_quick
-On a Colab TPU or a multi-GPU host the same command runs unchanged.
+
+Several devices (TPU cores, GPUs): training splits each batch and the sample pool over all of
+`jax.devices()` and replicates the model, so batch_size and pool_size must be multiples of the
+device count (the run stops before writing anything otherwise, naming the value to change).
+A Colab TPU v2-8 has 8 cores; pool_size 256 splits already, batch_size 4 does not:
+  python main.py --config=configs/violin.py --workdir=runs/violin_tpu \\
+      --config.train.batch_size=8
+notebooks/colab_tpu.ipynb installs the package and runs this on a Colab TPU. The same config
+on 1 and on 8 devices gives the same loss curve up to float rounding (tests/test_sharding.py),
+and a checkpoint written on one device count resumes on another.
 """
 
 from pathlib import Path

@@ -43,12 +43,24 @@ def check_refinement(refinement: Refinement, prefix: str = "--config.generate.")
         _require(value >= 0, f"{prefix}{key}", value, "must not be negative (0 = off)")
 
 
-def check_config(config: ml_collections.ConfigDict) -> SpectralContract:
+def check_sharding(train_config: ml_collections.ConfigDict, device_count: int) -> None:
+    """batch_size and pool_size must split evenly over the devices training is sharded across."""
+    for key in ("batch_size", "pool_size"):
+        value = train_config[key]
+        _require(value % device_count == 0, f"--config.train.{key}", value,
+                 f"must be a multiple of the {device_count} devices training is split over "
+                 f"(jax.devices()); use e.g. --config.train.{key}="
+                 f"{math.ceil(value / device_count) * device_count}")
+
+
+def check_config(config: ml_collections.ConfigDict, *,
+                 device_count: int | None = None) -> SpectralContract:
     """Refuse a configuration that cannot train or render; returns its contract.
 
     Covers the contract (a preset name or a dict of fields, e.g. n_mels too many for n_fft or
     fmax above Nyquist), the recording's length limits, the training and growth numbers and
     the model's own checks. The audio file and the vocoder are checked as they load.
+    `device_count`: the devices training will shard over (see `check_sharding`); None to skip.
     """
     contract = get_contract(config.contract)
     _require(bool(config.audio_path), "--config.audio_path", config.audio_path,
@@ -95,6 +107,8 @@ def check_config(config: ml_collections.ConfigDict) -> SpectralContract:
         _require(train.audio_griffinlim_iterations >= 1,
                  "--config.train.audio_griffinlim_iterations",
                  train.audio_griffinlim_iterations, "must be at least 1")
+    if device_count is not None:
+        check_sharding(train, device_count)
     check_growth(config.generate.steps, config.generate.num_stages)
     refinement = Refinement.from_config(config.generate)
     check_refinement(refinement)

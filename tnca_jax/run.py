@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -133,7 +134,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                        *, progress: bool = True) -> dict:
     """Run the whole job in `workdir`; returns the metrics written to metrics.json."""
     workdir = Path(workdir)
-    check_config(config)  # Everything that can fail is checked before the first write.
+    # Everything that can fail is checked before the first write.
+    check_config(config, device_count=jax.device_count())
     # The TNCA grows exactly what the vocoder expects: the target under the vocoder's contract.
     inverse = load_config_inverse(config)
     target = load_target(config, inverse.contract)

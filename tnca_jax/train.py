@@ -15,6 +15,10 @@ The train step is one `jax.jit` over pure state (model and optimizer split once 
 5. writes the grown states back to the pool.
 A step whose loss, gradients or updated state are not finite is rejected (state and pool stay);
 `train` names the first one at the next log or checkpoint step and stops before writing either.
+
+`train` splits the batch and the pool along their leading axis over all devices (`data_mesh`)
+and replicates the model and optimizer; random bits do not depend on the split, so 1 and N
+devices train the same model (up to float summation order).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import jax
@@ -34,6 +38,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from tnca_jax import audio as audio_lib
 from tnca_jax import losses
@@ -44,6 +49,7 @@ from tnca_jax.workdir import WorkdirWriteError, reason, replacing
 
 CHECKPOINT_DIR = "checkpoints"
 TRAIN_LOG = "train_metrics.jsonl"
+DATA_AXIS = "data"
 
 
 class NonFiniteError(RuntimeError):
@@ -104,13 +110,32 @@ def create_model(config: ml_collections.ConfigDict, n_bands: int, n_values: int 
                 seed_spacing=config.model.seed_spacing, rngs=nnx.Rngs(config.seed))
 
 
+def data_mesh(train_config: ml_collections.ConfigDict,
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """The 1-D mesh training splits batch and pool over: `devices`, default all of them.
+
+    Raises ConfigError when batch_size or pool_size is not a multiple of the device count.
+    """
+    from tnca_jax.checks import check_sharding  # Not at the top: checks imports this module.
+
+    devices = jax.devices() if devices is None else list(devices)
+    check_sharding(train_config, len(devices))
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def shardings(mesh: Mesh) -> tuple[NamedSharding, NamedSharding]:
+    """(replicated, split along the leading axis) over `mesh`."""
+    return NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
 def init_train_state(config: ml_collections.ConfigDict, n_bands: int, n_frames: int,
-                     band_level: jax.Array | None = None, *, n_values: int = 1
-                     ) -> tuple[nnx.GraphDef, nnx.State, jax.Array]:
+                     band_level: jax.Array | None = None, *, n_values: int = 1,
+                     mesh: Mesh | None = None) -> tuple[nnx.GraphDef, nnx.State, jax.Array]:
     """Fresh (graphdef, model+optimizer state, sample pool [pool_size, F, T, C]).
 
     `band_level` [n_values, F]: the model's starting per-band level (the target's mean,
-    normalised).
+    normalised). `mesh` (see `data_mesh`): place the state replicated and the pool split over
+    it.
     """
     model = create_model(config, n_bands, n_values)
     if band_level is not None:
@@ -118,6 +143,9 @@ def init_train_state(config: ml_collections.ConfigDict, n_bands: int, n_frames: 
     optimizer = nnx.Optimizer(model, make_optimizer(config.train), wrt=nnx.Param)
     graphdef, train_state = nnx.split((model, optimizer))
     pool = model.seed(n_frames, config.train.pool_size)
+    if mesh is not None:
+        replicated, split = shardings(mesh)
+        train_state, pool = jax.device_put(train_state, replicated), jax.device_put(pool, split)
     return graphdef, train_state, pool
 
 
@@ -193,12 +221,21 @@ def audio_losses(shown: jax.Array, target: Target, train_config: ml_collections.
 
 
 def make_train_step(graphdef: nnx.GraphDef, train_config: ml_collections.ConfigDict,
-                    target_unit: jax.Array, target: Target | None = None):
+                    target_unit: jax.Array, target: Target | None = None, *,
+                    mesh: Mesh | None = None):
     """Build the jitted step: (train_state, pool, key) -> (train_state, pool, metrics).
 
     `target_unit` [n_values, F, T]: the normalised representation to grow. `target` (its
-    recording) is needed for the audio-domain losses (`train.audio_weight` > 0).
+    recording) is needed for the audio-domain losses (`train.audio_weight` > 0). With `mesh`
+    (see `data_mesh`) the pool and batch are split over its devices, the rest replicated, and
+    the step takes and returns them so.
     """
+    replicated, split = (None, None) if mesh is None else shardings(mesh)
+
+    def split_batch(x: jax.Array) -> jax.Array:
+        # Without the constraint XLA would gather pool rows into a replicated batch.
+        return x if split is None else jax.lax.with_sharding_constraint(x, split)
+
     weights = frequency_weights(target_unit)
     batch_size, max_steps = train_config.batch_size, train_config.max_steps
     n_frames = target_unit.shape[-1]
@@ -211,9 +248,9 @@ def make_train_step(graphdef: nnx.GraphDef, train_config: ml_collections.ConfigD
         model_def, params = nnx.split(model)
         pick_key, steps_key, grow_key, audio_key = jax.random.split(key, 4)
         index = jax.random.choice(pick_key, pool.shape[0], (batch_size,), replace=False)
-        batch = pool[index]
+        batch = split_batch(pool[index])
         worst = jnp.argmax(spectrogram_loss(model.spectrogram(batch), target_unit, weights))
-        batch = batch.at[worst].set(model.seed(n_frames)[0])
+        batch = split_batch(batch.at[worst].set(model.seed(n_frames)[0]))
         steps = jax.random.randint(steps_key, (), train_config.min_steps, max_steps + 1)
 
         def loss_fn(params):
@@ -251,7 +288,17 @@ def make_train_step(graphdef: nnx.GraphDef, train_config: ml_collections.ConfigD
         }
         return new_state, new_pool, metrics
 
-    return jax.jit(train_step, donate_argnums=(0, 1))
+    def partitionable_step(train_state: nnx.State, pool: jax.Array, key: jax.Array):
+        # Pinned (jax's default since 0.5): each device draws only its own shard's random bits,
+        # and the bits are the same on any number of devices.
+        with jax.threefry_partitionable(True):
+            return train_step(train_state, pool, key)
+
+    if mesh is None:
+        return jax.jit(partitionable_step, donate_argnums=(0, 1))
+    return jax.jit(partitionable_step, donate_argnums=(0, 1),
+                   in_shardings=(replicated, split, replicated),
+                   out_shardings=(replicated, split, replicated))
 
 
 def checkpoint_manager(workdir: str | os.PathLike, train_config: ml_collections.ConfigDict
@@ -265,7 +312,11 @@ def checkpoint_manager(workdir: str | os.PathLike, train_config: ml_collections.
 
 def restore(manager: ocp.CheckpointManager, step: int, train_state: nnx.State,
             pool: jax.Array) -> jax.Array:
-    """Load checkpoint `step` into `train_state` (in place); returns the restored pool."""
+    """Load checkpoint `step` into `train_state` (in place); returns the restored pool.
+
+    Arrays come back with the shardings of `train_state` and `pool`, whatever devices the
+    checkpoint was written from.
+    """
     restored = manager.restore(step, args=ocp.args.StandardRestore(
         {"train_state": nnx.to_pure_dict(train_state), "pool": pool}))
     nnx.replace_by_pure_dict(train_state, restored["train_state"])
@@ -341,16 +392,18 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, target:
     """Train (or resume training) a TNCA on `target`; returns the trained model.
 
     Checkpoints go to `workdir/checkpoints` (orbax); a run restarted with the same workdir
-    resumes from the latest one. Metrics are appended to `workdir/train_metrics.jsonl`.
+    resumes from the latest one, also on another number of devices. Metrics are appended to
+    `workdir/train_metrics.jsonl`.
     `stop_at` ends this call after that step (checkpointed), e.g. to fit a time-sliced session;
     the learning-rate schedule always spans `config.train.iterations`.
     """
     workdir = Path(workdir)
     train_config = config.train
     normalized = target.normalized
+    mesh = data_mesh(train_config)
     graphdef, train_state, pool = init_train_state(
         config, *normalized.shape[1:], band_level=normalized.mean(axis=-1),
-        n_values=target.representation.n_values)
+        n_values=target.representation.n_values, mesh=mesh)
 
     manager = checkpoint_manager(workdir, train_config)
     log_path = workdir / TRAIN_LOG
@@ -360,7 +413,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, target:
         pool = restore(manager, start, train_state, pool)
         print(f"Resuming from checkpoint at step {start} in {manager.directory}")
 
-    train_step = make_train_step(graphdef, train_config, normalized, target)
+    train_step = make_train_step(graphdef, train_config, normalized, target, mesh=mesh)
     base_key = jax.random.key(config.seed)
     span_db = target.representation.unit_span_db
     iterations = train_config.iterations

@@ -1,0 +1,175 @@
+"""Training split over 8 devices (forced CPU host devices) matches 1 device, and checkpoints
+move between device counts.
+
+Each device count needs its own process (XLA fixes it at start-up), so the runs happen in
+`python -m tests.test_sharding MODE ...` subprocesses that print one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, tiny_config
+from tnca_jax import cli
+from tnca_jax import train as train_lib
+from tnca_jax.checks import ConfigError, check_config
+
+ITERATIONS = 6
+# Float32 losses of the same computation with its batch sums split over 8 devices differ in
+# the summation order only: ~1 ulp (6e-8 measured over 40 iterations). A different batch or
+# different random bits moves the loss by 1e-3 or more.
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def sharding_config() -> ml_collections.ConfigDict:
+    """A 16-band x 24-frame grid, batch 8 and pool 16 (multiples of 8), checkpoints at 3 and 6."""
+    config = tiny_config(iterations=ITERATIONS)
+    del config["contract"]  # A preset name there; the custom contract is a ConfigDict.
+    config.contract = ml_collections.ConfigDict(dict(
+        sample_rate=22050, n_fft=512, hop_length=256, win_length=512, n_mels=16,
+        magnitude_power=2, log_floor=1e-10))
+    config.max_seconds = 24 * 256 / 22050
+    config.min_seconds = 0.1
+    config.train.batch_size = 8
+    config.train.pool_size = 16
+    config.train.checkpoint_every = 3
+    return config
+
+
+def _losses(workdir: Path) -> list[float]:
+    return [json.loads(line)["loss"]
+            for line in (workdir / "train_metrics.jsonl").read_text().splitlines()]
+
+
+def _placement(array) -> dict:
+    return {"devices": len(array.sharding.device_set), "spec": str(array.sharding.spec),
+            "shards": sorted({shard.data.shape[0] for shard in array.addressable_shards})}
+
+
+def _restored_placement(workdir: Path, step: int) -> dict:
+    """Where the pool and a parameter of checkpoint `step` land when restored for training."""
+    config = sharding_config()
+    mesh = train_lib.data_mesh(config.train)
+    _, state, pool = train_lib.init_train_state(config, 16, 24, mesh=mesh)
+    manager = train_lib.checkpoint_manager(workdir, config.train)
+    pool = train_lib.restore(manager, step, state, pool)
+    manager.close()
+    kernel = state[0]["update_rule"]["hidden"]["kernel"][...]
+    return {"pool": _placement(pool), "kernel_devices": len(kernel.sharding.device_set),
+            "kernel_replicated": kernel.sharding.is_fully_replicated,
+            "device_count": jax.device_count()}
+
+
+def _eight(workdir: Path) -> dict:
+    """Train on all (8) devices, recording where each step leaves the pool, and how many
+    grid-sized values of the compiled step hold one sample (a device's share of the batch of
+    8) or the whole batch."""
+    pools, grids = [], {}
+    make_step = train_lib.make_train_step
+
+    def recording_step(*args, **kwargs):
+        step = make_step(*args, **kwargs)
+
+        def recorded(state, pool, key):
+            placed = jax.tree.map(
+                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                (state, pool))
+            state, pool, metrics = step(state, pool, key)
+            if not grids:  # The call compiled it: this only reads the compiled program.
+                hlo = step.lower(*placed, key).compile().as_text()
+                grids.update(sample=hlo.count("f32[1,16,24,16]"),
+                             batch=hlo.count("f32[8,16,24,16]"))
+            pools.append(_placement(pool))
+            return state, pool, metrics
+
+        return recorded
+
+    train_lib.make_train_step = recording_step
+    config = sharding_config()
+    train_lib.train(config, workdir, train_lib.load_target(config), progress=False)
+    return {"losses": _losses(workdir), "pools": pools, "grids": grids,
+            "restored": _restored_placement(workdir, ITERATIONS)}
+
+
+def _one(straight: Path, resumed: Path) -> dict:
+    """Train on 1 device, and resume an 8-device run's step-3 checkpoint on 1 device."""
+    config = sharding_config()
+    target = train_lib.load_target(config)
+    train_lib.train(config, straight, target, progress=False)
+    train_lib.train(config, resumed, target, progress=False)
+    return {"losses": _losses(straight), "resumed_losses": _losses(resumed),
+            "restored": _restored_placement(resumed, ITERATIONS)}
+
+
+def _run(devices: int, *args: Path) -> dict:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    mode = "eight" if devices == 8 else "one"
+    done = subprocess.run([sys.executable, "-m", "tests.test_sharding", mode, *map(str, args)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_eight_devices_train_like_one_and_checkpoints_move_between_them(tmp_path):
+    eight = _run(8, tmp_path / "eight")
+    # An 8-device run cut short after its step-3 checkpoint, to be resumed on 1 device.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "eight", resumed)
+    shutil.rmtree(resumed / "checkpoints" / str(ITERATIONS))
+    one = _run(1, tmp_path / "one", resumed)
+
+    # The pool is split 2 rows a device over all 8 devices after every step, and restores so.
+    split = {"devices": 8, "spec": "P('data',)", "shards": [2]}
+    assert eight["pools"] == [split] * ITERATIONS
+    # Growth runs on each device's share of the batch (with_sharding_constraint), not on a
+    # replicated batch (measured: 348 one-sample vs 11 whole-batch grids; 5 vs 353 without).
+    assert eight["grids"]["sample"] > 10 * eight["grids"]["batch"], eight["grids"]
+    assert eight["restored"] == {"pool": split, "kernel_devices": 8, "kernel_replicated": True,
+                                 "device_count": 8}
+    assert one["restored"] == {"pool": {"devices": 1, "spec": "P('data',)", "shards": [16]},
+                               "kernel_devices": 1, "kernel_replicated": True,
+                               "device_count": 1}
+
+    losses = np.array(one["losses"])
+    assert len(losses) == ITERATIONS and np.all(np.isfinite(losses))
+    np.testing.assert_allclose(eight["losses"], losses, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(one["resumed_losses"], losses, rtol=RTOL, atol=ATOL)
+    print(f"max |loss(8) - loss(1)| = {np.max(np.abs(np.array(eight['losses']) - losses)):.2e}")
+
+
+@pytest.mark.parametrize(("key", "value", "fix"), [("batch_size", 3, 4), ("pool_size", 6, 8)])
+def test_sizes_that_do_not_split_over_the_devices_are_refused(key, value, fix):
+    config = tiny_config()
+    config.train.batch_size, config.train.pool_size = 4, 8
+    config.train[key] = value
+    check_config(config)  # Not training: no device count, no sharding check.
+    with pytest.raises(ConfigError, match=(
+            rf"^--config\.train\.{key}={value} must be a multiple of the 4 devices training "
+            rf"is split over \(jax\.devices\(\)\); use e\.g\. --config\.train\.{key}={fix}$")):
+        check_config(config, device_count=4)
+
+
+def test_a_run_that_does_not_split_stops_before_writing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(jax, "device_count", lambda: 8)
+    assert cli.run("train", tiny_config(), str(tmp_path / "run")) == 2
+    assert capsys.readouterr().err == (
+        "error: --config.train.batch_size=2 must be a multiple of the 8 devices training is "
+        "split over (jax.devices()); use e.g. --config.train.batch_size=8\n")
+    assert not (tmp_path / "run").exists()
+
+
+if __name__ == "__main__":
+    mode, *dirs = sys.argv[1:]
+    result = _eight(*map(Path, dirs)) if mode == "eight" else _one(*map(Path, dirs))
+    print(json.dumps(result))
