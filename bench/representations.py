@@ -6,10 +6,12 @@
 
 Trains one TNCA per row on the shipped violin with the same model, batch, growth steps and
 iterations (the `--size` config), runs the whole job (train, grow, render, measure) in
-`<workdir>/<row>`, then measures every generated note and every representation's ceiling (its
+`<workdir>/<row>` (a row already trained there is only measured again), then measures every
+generated note and every representation's ceiling (its
 inverse on the recording's own features) against the same recording under one measuring
 contract (`griffinlim_22khz_128band`, so that mel L1 is comparable across rows). Prints one
-JSON object per row and a last one with the table and the MR-STFT ratio mel / mag_if+audio.
+JSON object per row and a last one with the table and the MR-STFT ratio mel / mag_if+audio,
+and draws every row's log-mel beside the recording's in `<workdir>/representations.png`.
 
 Rows: `mel` (log-mel + Griffin-Lim, spectral loss only: the default), `mel+audio`, `stft+audio`
 (log magnitude + Griffin-Lim), `mag_if` and `mag_if+audio` (log magnitude and instantaneous
@@ -20,39 +22,69 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import ml_collections
+import numpy as np
+
+from tnca_jax.train import TRAIN_LOG
 
 ROWS = ("mel", "mel+audio", "stft+audio", "mag_if", "mag_if+audio")
 MEASURED = ("mel_l1_db", "spectral_convergence", "mrstft", "rms_ratio", "centroid_error_hz")
 MEASURING_CONTRACT = "griffinlim_22khz_128band"
 
 
-def row_config(row: str, size: str, iterations: int | None) -> ml_collections.ConfigDict:
-    """The `size` config with the row's representation and losses (same budget for all)."""
+def row_config(row: str, size: str, iterations: int | None, audio_weight: float | None = None
+               ) -> ml_collections.ConfigDict:
+    """The `size` config with the row's representation and losses (same budget for all);
+    `+audio` rows weigh the audio loss by `audio_weight` (default: the config's)."""
     from configs.violin import AUDIO_WEIGHT, get_config
 
     kind, _, extra = row.partition("+")
     config = get_config(",".join(v for v in ("quick" if size == "quick" else "", kind) if v))
-    config.train.audio_weight = AUDIO_WEIGHT if extra == "audio" else 0.0
+    config.train.audio_weight = (AUDIO_WEIGHT if audio_weight is None else audio_weight
+                                 ) if extra == "audio" else 0.0
     if iterations is not None:
         config.train.iterations = iterations
     return config
 
 
-def measure(workdir: Path, reference, contract) -> dict:
-    """A finished row's generated and ceiling audio against `reference` under `contract`."""
-    from tnca_jax import metrics
-    from tnca_jax.audio import load_audio
+def measure(config: ml_collections.ConfigDict, workdir: Path, reference: np.ndarray,
+            contract) -> tuple[dict, np.ndarray]:
+    """A trained row's generated note (as the main job renders it) and its representation's
+    ceiling, against `reference` under `contract`, from the arrays (a 16-bit WAV's
+    quantisation noise alone would move MR-STFT's log-magnitude term by about 0.1); returns
+    the scores and the generated audio.
 
-    scores = {}
-    for name in ("generated", "ceiling"):
-        audio = load_audio(workdir / f"{name}.wav", contract.sample_rate, trim_db=None)
-        scores[name] = metrics.compare(reference, audio, contract, only=MEASURED).to_dict()
-        scores[name].pop("notes", None)
-    return scores
+    For a row that grows the phase, also where its error comes from: the recording's own
+    magnitude with the grown phase (instantaneous frequency), and the grown magnitude with
+    the recording's phase.
+    """
+    from tnca_jax import generate, metrics
+    from tnca_jax.run import load_config_inverse, vocoder_ceiling
+    from tnca_jax.train import load_target
+
+    inverse = load_config_inverse(config)
+    target = load_target(config, inverse.contract)
+    _, ceiling_audio = vocoder_ceiling(target, inverse)
+    note = generate(workdir, seed=config.seed)
+    rendered = {"generated": note.audio, "ceiling": ceiling_audio}
+    if inverse.representation.grows_phase:
+        true, grown = target.features, note.features
+        mixed = np.stack([np.stack([true[0], grown[1]]), np.stack([grown[0], true[1]])])
+        rendered["true_magnitude_grown_phase"], rendered["grown_magnitude_true_phase"] = (
+            np.asarray(inverse(mixed)))
+    scores = {name: metrics.compare(reference, audio, contract, only=MEASURED).to_dict()
+              for name, audio in rendered.items()}
+    return scores, note.audio
+
+
+def train_seconds(workdir: Path) -> float:
+    """Training time from train_metrics.jsonl (steps between log lines / steps_per_s)."""
+    records = [json.loads(line) for line in (workdir / TRAIN_LOG).read_text().splitlines()]
+    steps = [record["step"] for record in records]
+    return sum((step - previous) / record["steps_per_s"]
+               for previous, step, record in zip([0, *steps], steps, records, strict=False))
 
 
 def main() -> None:
@@ -60,6 +92,8 @@ def main() -> None:
     parser.add_argument("--size", choices=("quick", "full"), default="quick")
     parser.add_argument("--iterations", type=int, default=None,
                         help="override the size's train.iterations (same for every row)")
+    parser.add_argument("--audio-weight", type=float, default=None,
+                        help="the +audio rows' train.audio_weight (default: the config's)")
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--workdir", default="runs/representations")
     args = parser.parse_args()
@@ -68,31 +102,34 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown row {unknown[0]!r}; choose from {', '.join(ROWS)}")
 
+    from tnca_jax import plots
     from tnca_jax.contract import get_contract
     from tnca_jax.run import train_and_evaluate
     from tnca_jax.train import load_target
 
     contract = get_contract(MEASURING_CONTRACT)
     reference = load_target(row_config("mel", args.size, args.iterations), contract).audio
-    table = {}
+    table, generated = {}, {}
     for row in rows:
-        config = row_config(row, args.size, args.iterations)
+        config = row_config(row, args.size, args.iterations, args.audio_weight)
         workdir = Path(args.workdir) / row
-        start = time.perf_counter()
-        train_and_evaluate(config, workdir, progress=False)
-        seconds = time.perf_counter() - start
+        train_and_evaluate(config, workdir, progress=False)  # resumes a finished row: 0 steps
+        scores, generated[row] = measure(config, workdir, reference, contract)
         table[row] = {"row": row, "representation": config.representation,
                       "contract": config.contract, "audio_weight": config.train.audio_weight,
-                      "iterations": config.train.iterations, "seconds": round(seconds, 1),
+                      "iterations": config.train.iterations,
+                      "train_seconds": round(train_seconds(workdir), 1),
                       "measuring_contract": MEASURING_CONTRACT,
-                      **measure(workdir, reference, contract)}
+                      **scores}
         print(json.dumps(table[row]), flush=True)
-    summary = {"table": {row: {f"{key}": entry["generated"][key] for key in MEASURED}
+    summary = {"table": {row: {key: entry["generated"][key] for key in MEASURED}
                          | {"ceiling_mrstft": entry["ceiling"]["mrstft"]}
                          for row, entry in table.items()}}
     if {"mel", "mag_if+audio"} <= table.keys():
         summary["mrstft_ratio_mel_over_mag_if_audio"] = (
             table["mel"]["generated"]["mrstft"] / table["mag_if+audio"]["generated"]["mrstft"])
+    plots.log_mel_panels(Path(args.workdir) / "representations.png", reference, generated,
+                         contract)
     print(json.dumps(summary))
 
 

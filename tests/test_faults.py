@@ -110,7 +110,7 @@ def test_kill_9_mid_save_then_rerun_equals_the_uninterrupted_run(tmp_path, unint
     rerun = subprocess.run(command(workdir), cwd=ROOT, capture_output=True, text=True,
                            timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert f"Resuming from checkpoint at step {latest}" in rerun.stdout
+    assert f"Resuming from checkpoint at step {latest}" in rerun.stderr
     assert not list((workdir / CHECKPOINT_DIR).glob(f"*{SAVING}"))
     steps = [json.loads(line)["step"] for line in (workdir / TRAIN_LOG).read_text().splitlines()]
     assert steps == list(range(1, ITERATIONS + 1))

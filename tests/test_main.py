@@ -30,7 +30,7 @@ def test_three_step_training_run_of_main(tmp_path):
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
     # Re-running the same command resumes: nothing is trained again.
     again = run_main("--config=configs/violin.py:quick", f"--workdir={workdir}", *QUICK_3_STEPS)
-    assert again.returncode == 0 and "Resuming from checkpoint at step 3" in again.stdout
+    assert again.returncode == 0 and "Resuming from checkpoint at step 3" in again.stderr
     assert len((workdir / "train_metrics.jsonl").read_text().splitlines()) == 3
 
 

@@ -73,3 +73,13 @@ def test_best_of_n_keeps_the_best_grown_candidate(trained_workdir):
     with pytest.raises(ValueError, match="reference recording"):
         render(run.model, run.n_frames, None, steps=4,
                refinement=Refinement(best_of=2))
+
+
+def test_generate_applies_the_postprocessing_to_every_stage(trained_workdir):
+    plain = tnca_jax.generate(trained_workdir, steps=6, num_stages=2)
+    smoothed = tnca_jax.generate(trained_workdir, steps=6, num_stages=2,
+                                 refinement=Refinement(temporal_median=3))
+    contract = plain.contract
+    np.testing.assert_allclose(smoothed.stages, postprocess(plain.stages, contract,
+                                                            Refinement(temporal_median=3)))
+    assert not np.array_equal(smoothed.audio, plain.audio)

@@ -161,8 +161,7 @@ def render(model: TNCA, n_frames: int, inverse: Inverse, *, steps: int, num_stag
     seeds = list(range(seed, seed + count))
     candidates = grow_candidates(model, representation, n_frames, steps=steps,
                                  num_stages=num_stages, seeds=seeds)  # [N, S, V, bins, frames]
-    if refinement.postprocesses:
-        candidates[:, :, 0] = postprocess(candidates[:, :, 0], contract, refinement)
+    candidates = postprocess(candidates, contract, refinement)  # mel only (check_config)
     audio = np.asarray(inverse(candidates[:, -1]), np.float32)
     selection = (select(reference, audio, seeds, contract, refinement.best_of_metric)
                  if count > 1 else None)

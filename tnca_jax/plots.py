@@ -124,3 +124,28 @@ def training_curve(path: str | os.PathLike | BinaryIO, records: list[dict]) -> N
         axis.grid(alpha=0.3)
     fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
+
+
+def log_mel_panels(path: str | os.PathLike, target_audio: np.ndarray,
+                   rows: dict[str, np.ndarray], contract: SpectralContract) -> None:
+    """The recording's log-mel and that of each named audio in `rows`, side by side on one
+    dB scale (80 dB below the recording's peak), each titled with its mel L1 and MR-STFT."""
+    plt = _pyplot()
+    panels = {"recording": target_audio, **rows}
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4),
+                             constrained_layout=True, squeeze=False)
+    vmax = None
+    for axis, (name, audio) in zip(axes[0], panels.items(), strict=True):
+        target_db, spec = metrics.mel_db(target_audio, audio, contract)
+        vmax = float(target_db.max()) if vmax is None else vmax
+        seconds = spec.shape[1] * contract.hop_length / contract.sample_rate
+        image = axis.imshow(spec, origin="lower", aspect="auto", vmin=vmax - metrics.TOP_DB,
+                            vmax=vmax, cmap="magma", extent=(0, seconds, 0, spec.shape[0]))
+        subtitle = ("" if audio is target_audio else
+                    f"\nmel L1 {np.mean(np.abs(spec - target_db)):.2f} dB, MR-STFT "
+                    f"{metrics.mrstft(target_audio, audio, contract.sample_rate):.2f}")
+        axis.set(title=name + subtitle, xlabel="s")
+    axes[0, 0].set(ylabel=f"mel band ({contract.name})")
+    fig.colorbar(image, ax=axes[0, -1], label="dB")
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -411,7 +412,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, target:
     _trim_log(log_path, start)
     if start:
         pool = restore(manager, start, train_state, pool)
-        print(f"Resuming from checkpoint at step {start} in {manager.directory}")
+        print(f"Resuming from checkpoint at step {start} in {manager.directory}", file=sys.stderr)
 
     train_step = make_train_step(graphdef, train_config, normalized, target, mesh=mesh)
     base_key = jax.random.key(config.seed)
