@@ -3,6 +3,7 @@
   python -m bench.representations                      # quick size (CPU, ~1 h on 2 cores)
   python -m bench.representations --size full          # configs/violin.py's full size (GPU)
   python -m bench.representations --rows mel,mag_if+audio --iterations 100
+  python -m bench.representations --audio-weight 0.05    # the README's table
 
 Trains one TNCA per row on the shipped violin with the same model, batch, growth steps and
 iterations (the `--size` config), runs the whole job (train, grow, render, measure) in
@@ -37,13 +38,14 @@ MEASURING_CONTRACT = "griffinlim_22khz_128band"
 def row_config(row: str, size: str, iterations: int | None, audio_weight: float | None = None
                ) -> ml_collections.ConfigDict:
     """The `size` config with the row's representation and losses (same budget for all);
-    `+audio` rows weigh the audio loss by `audio_weight` (default: the config's)."""
-    from configs.violin import AUDIO_WEIGHT, get_config
+    `+audio` rows weigh the audio loss by `audio_weight` (default: the representation's in
+    `configs.violin.AUDIO_WEIGHTS`)."""
+    from configs.violin import AUDIO_WEIGHTS, get_config
 
     kind, _, extra = row.partition("+")
     config = get_config(",".join(v for v in ("quick" if size == "quick" else "", kind) if v))
-    config.train.audio_weight = (AUDIO_WEIGHT if audio_weight is None else audio_weight
-                                 ) if extra == "audio" else 0.0
+    weight = AUDIO_WEIGHTS[kind] if audio_weight is None else audio_weight
+    config.train.audio_weight = weight if extra == "audio" else 0.0
     if iterations is not None:
         config.train.iterations = iterations
     return config
