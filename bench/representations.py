@@ -8,9 +8,9 @@
 Trains one TNCA per row on the shipped violin with the same model, batch, growth steps and
 iterations (the `--size` config), runs the whole job (train, grow, render, measure) in
 `<workdir>/<row>` (a row already trained there is only measured again), then measures every
-generated note and every representation's ceiling (its
-inverse on the recording's own features) against the same recording under one measuring
-contract (`griffinlim_22khz_128band`, so that mel L1 is comparable across rows). Prints one
+generated note and every representation's ceiling (its inverse on the recording's own
+features) against the same recording under one measuring contract
+(`griffinlim_22khz_128band`, so that mel L1 is comparable across rows). Prints one
 JSON object per row and a last one with the table and the MR-STFT ratio mel / mag_if+audio,
 and draws every row's log-mel beside the recording's in `<workdir>/representations.png`.
 
