@@ -10,7 +10,7 @@ from tnca_jax.contract import SpectralContract, get_contract
 from tnca_jax.metrics import METRICS
 from tnca_jax.refine import Refinement
 from tnca_jax.representations import NAMES as REPRESENTATIONS
-from tnca_jax.representations import Representation
+from tnca_jax.representations import Representation, config_kind
 from tnca_jax.train import create_model
 
 LOSS_WEIGHTS = ("growth_weight", "overflow_weight", "multiscale_weight", "temporal_weight",
@@ -92,7 +92,7 @@ def check_config(config: ml_collections.ConfigDict, *,
     for key in LOSS_WEIGHTS:
         _require(train.get(key, 0.0) >= 0, f"--config.train.{key}", train.get(key),
                  "must not be negative")
-    kind = config.get("representation", "mel")
+    kind = config_kind(config)
     _require(kind in REPRESENTATIONS, "--config.representation", kind,
              f"is unknown; choose one of {', '.join(REPRESENTATIONS)}")
     try:

@@ -18,7 +18,7 @@ from tnca_jax.checks import check_growth
 from tnca_jax.contract import SpectralContract
 from tnca_jax.model import TNCA, grow_stages
 from tnca_jax.refine import NO_REFINEMENT, Refinement, Selection, postprocess, select
-from tnca_jax.representations import Inverse, Representation
+from tnca_jax.representations import Inverse, Representation, config_kind
 from tnca_jax.train import CHECKPOINT_DIR, init_train_state, load_target, restore
 from tnca_jax.workdir import replacing
 
@@ -58,17 +58,15 @@ class GenerationResult:
 
 @dataclasses.dataclass(frozen=True)
 class TrainedRun:
-    """What a workdir holds: its config, contract, grid size and the trained TNCA."""
+    """What a workdir holds: its config, contract, representation, grid size and the trained
+    TNCA."""
 
     config: ml_collections.ConfigDict
     contract: SpectralContract
+    representation: Representation
     n_frames: int
     model: TNCA
     step: int
-
-    @property
-    def representation(self) -> Representation:
-        return Representation(self.config.get("representation", "mel"), self.contract)
 
 
 def write_run_file(workdir: Path, config: ml_collections.ConfigDict,
@@ -108,7 +106,7 @@ def load_run(workdir_or_checkpoint: str | os.PathLike) -> TrainedRun:
     run = read_run_file(workdir)
     config = ml_collections.ConfigDict(run["config"])
     contract = SpectralContract.from_dict(run["contract"])
-    representation = Representation(config.get("representation", "mel"), contract)
+    representation = Representation(config_kind(config), contract)
     graphdef, train_state, pool = init_train_state(config, representation.n_bins,
                                                    run["n_frames"],
                                                    n_values=representation.n_values)
@@ -124,8 +122,8 @@ def load_run(workdir_or_checkpoint: str | os.PathLike) -> TrainedRun:
     restore(manager, step, train_state, pool)
     manager.close()
     model, _ = nnx.merge(graphdef, train_state)
-    return TrainedRun(config=config, contract=contract, n_frames=run["n_frames"], model=model,
-                      step=step)
+    return TrainedRun(config=config, contract=contract, representation=representation,
+                      n_frames=run["n_frames"], model=model, step=step)
 
 
 def grow_candidates(model: TNCA, representation: Representation, n_frames: int, *,
@@ -188,9 +186,8 @@ def load_inverse(representation: Representation, vocoder: str, vocoder_path: str
             raise ValueError(f"representation {representation.kind!r} renders itself; vocoder "
                              f"{vocoder!r} applies to mel only")
         return Inverse(representation)
-    loaded = vocoders.load(vocoder, vocoder_path, contract=representation.contract)
-    loaded.contract.require_same(representation.contract, what="the trained TNCA's spectrogram")
-    return Inverse(representation, loaded)
+    return Inverse(representation,
+                   vocoders.load(vocoder, vocoder_path, contract=representation.contract))
 
 
 def generate(workdir_or_checkpoint: str | os.PathLike, *, steps: int | None = None,

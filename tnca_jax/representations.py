@@ -29,6 +29,12 @@ from tnca_jax.contract import SpectralContract, get_contract, istft, log_mel, st
 NAMES = ("mel", "stft", "mag_if")
 
 
+def config_kind(config) -> str:
+    """A config's (or a stored run config's) representation; runs from before the key existed
+    grew `mel`."""
+    return config.get("representation", "mel")
+
+
 @dataclasses.dataclass(frozen=True)
 class Representation:
     """A representation under a spectral contract.
@@ -165,7 +171,7 @@ class Inverse:
                              " (set --config.vocoder=griffinlim, the default)")
         if self.vocoder is not None:
             self.vocoder.contract.require_same(self.representation.contract,
-                                               what="the representation's log-mel")
+                                               what="the trained TNCA's spectrogram")
 
     @property
     def name(self) -> str:

@@ -29,7 +29,7 @@ from tnca_jax.generate import (
 from tnca_jax.growth import write_growth
 from tnca_jax.model import TNCA
 from tnca_jax.refine import Refinement
-from tnca_jax.representations import Inverse, Representation
+from tnca_jax.representations import Inverse, Representation, config_kind
 from tnca_jax.train import Target, load_target, train
 from tnca_jax.workdir import prepare_workdir, replacing
 
@@ -63,16 +63,13 @@ def _check_resumable(workdir: Path, config: ml_collections.ConfigDict, target: T
             f"{workdir} holds a run on a {previous['n_frames']}-frame target, this config gives "
             f"{target.log_mel.shape[1]} frames (another recording?); use a new --workdir")
     stored, current = previous["config"], json.loads(config.to_json())
-    keys = ([("model", key) for key in current["model"]] + [("train", "pool_size")]
-            + [(None, "representation")])
-
-    def value(section_config: dict, section: str | None, key: str):
-        return (section_config if section is None else section_config[section]).get(
-            key, "mel" if key == "representation" else None)
-
-    changed = [f"{section + '.' if section else ''}{key} ({value(stored, section, key)!r} "
-               f"there, {value(current, section, key)!r} here)" for section, key in keys
-               if value(stored, section, key) != value(current, section, key)]
+    keys = [("model", key) for key in current["model"]] + [("train", "pool_size")]
+    changed = [f"{section}.{key} ({stored[section].get(key)!r} there, {current[section][key]!r} "
+               "here)" for section, key in keys
+               if stored[section].get(key) != current[section][key]]
+    if config_kind(stored) != config_kind(current):
+        changed.append(f"representation ({config_kind(stored)!r} there, "
+                       f"{config_kind(current)!r} here)")
     if changed:
         raise WorkdirMismatchError(
             f"{workdir} holds a run with another {', '.join(changed)}, which its checkpoints "
@@ -153,7 +150,7 @@ def load_config_inverse(config: ml_collections.ConfigDict) -> Inverse:
     vocoders bring theirs) for `mel`, the representation's own inverse otherwise."""
     import vocoders
 
-    kind = config.get("representation", "mel")
+    kind = config_kind(config)
     if kind != "mel":
         return load_inverse(Representation(kind, get_contract(config.contract)),
                             config.vocoder, config.vocoder_path)

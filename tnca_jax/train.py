@@ -45,7 +45,7 @@ from tnca_jax import audio as audio_lib
 from tnca_jax import losses
 from tnca_jax.contract import SpectralContract, get_contract, log_mel
 from tnca_jax.model import ALIVE_THRESHOLD, ALPHA, TNCA, grow
-from tnca_jax.representations import Representation
+from tnca_jax.representations import Representation, config_kind
 from tnca_jax.workdir import WorkdirWriteError, reason, replacing
 
 CHECKPOINT_DIR = "checkpoints"
@@ -86,7 +86,7 @@ def load_target(config: ml_collections.ConfigDict,
     """The config's recording as the config's representation under `contract` (default: the
     config's own contract)."""
     contract = get_contract(config.contract) if contract is None else contract
-    representation = Representation(config.get("representation", "mel"), contract)
+    representation = Representation(config_kind(config), contract)
     audio = audio_lib.load_audio(config.audio_path, contract.sample_rate,
                                  trim_db=config.trim_db, max_seconds=config.max_seconds)
     rate, min_seconds = contract.sample_rate, config.min_seconds
