@@ -158,18 +158,24 @@ def load_config_inverse(config: ml_collections.ConfigDict) -> Inverse:
     return Inverse(Representation("mel", vocoder.contract), vocoder)
 
 
+def render_for_config(config: ml_collections.ConfigDict, model: TNCA, target: Target,
+                      inverse: Inverse) -> GenerationResult:
+    """Grow and render the note as the config's seed and `generate` section say (best-of-N
+    candidates scored against `target`'s recording)."""
+    return render(model, target.features.shape[-1], inverse, steps=config.generate.steps,
+                  num_stages=config.generate.num_stages, seed=config.seed,
+                  refinement=Refinement.from_config(config.generate), reference=target.audio)
+
+
 def render_and_report(config: ml_collections.ConfigDict, workdir: Path, target: Target,
                       model: TNCA, inverse: Inverse) -> dict:
     """Grow the note as `config.generate` says, vocode, measure and draw it into `workdir`
     (generated.wav, ceiling.wav, metrics.json, comparison.png, growth.png, report.html);
     returns the metrics written to metrics.json."""
-    refinement = Refinement.from_config(config.generate)
-    result = render(model, target.features.shape[-1], inverse, steps=config.generate.steps,
-                    num_stages=config.generate.num_stages, seed=config.seed,
-                    refinement=refinement, reference=target.audio)
+    result = render_for_config(config, model, target, inverse)
     audio_lib.write_wav(workdir / "generated.wav", result.audio, result.sample_rate)
     report, ceiling_audio = evaluate(target, result, inverse)
-    report["refinement"] = refinement.to_dict()
+    report["refinement"] = Refinement.from_config(config.generate).to_dict()
     audio_lib.write_wav(workdir / "ceiling.wav", ceiling_audio, result.sample_rate)
     write_json(workdir / METRICS_FILE, report)
     plots.comparison(workdir / "comparison.png", target.audio, result.audio, target.contract,

@@ -11,11 +11,11 @@ import numpy as np
 
 from tnca_jax import audio as audio_lib
 from tnca_jax.checks import check_config
-from tnca_jax.generate import load_inverse, load_run, render
-from tnca_jax.refine import Refinement
+from tnca_jax.generate import load_inverse, load_run
 from tnca_jax.run import (
     evaluate,
     load_config_inverse,
+    render_for_config,
     trained_target,
     vocoder_ceiling,
     write_json,
@@ -58,9 +58,7 @@ def generate_workdir(config: ml_collections.ConfigDict, workdir: str | os.PathLi
     run = load_run(workdir)
     inverse = load_inverse(run.representation, config.vocoder, config.vocoder_path)
     target = trained_target(run, workdir)
-    result = render(run.model, run.n_frames, inverse, steps=config.generate.steps,
-                    num_stages=config.generate.num_stages, seed=config.seed,
-                    refinement=Refinement.from_config(config.generate), reference=target.audio)
+    result = render_for_config(config, run.model, target, inverse)
     report, _ = evaluate(target, result, inverse)
     report["vocoder_path"] = config.vocoder_path
     path = _write(workdir, f"generated_{config.vocoder}", result.audio, result.sample_rate,
