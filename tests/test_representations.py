@@ -102,6 +102,7 @@ def test_a_mag_if_run_trains_with_the_audio_loss_and_renders_without_a_vocoder(t
     assert report["representation"] == "mag_if" and report["vocoder"] == "istft"
     assert report["ceiling"]["mrstft"] < 0.01  # exact inversion of the true features
     assert report["generated"]["mrstft"] > report["ceiling"]["mrstft"]
+    assert "snr_db" not in report["generated"]["notes"]  # the phase is grown: SNR counts
     log = [json.loads(line)
            for line in (tmp_path / "train_metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(record["loss"]) for record in log)

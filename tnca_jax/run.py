@@ -76,9 +76,12 @@ def _check_resumable(workdir: Path, config: ml_collections.ConfigDict, target: T
             "depend on; use the same values or a new --workdir")
 
 
-def _scores(reference: np.ndarray, audio: np.ndarray, contract) -> dict:
-    scores = metrics.compare(reference, audio, contract).to_dict()
-    scores["notes"]["snr_db"] = metrics.SNR_VOCODER_PHASE
+def _scores(reference: np.ndarray, audio: np.ndarray, inverse: Inverse) -> dict:
+    """Every metric of `audio` rendered by `inverse`; SNR is flagged where the phase was not
+    grown but invented by the vocoder."""
+    scores = metrics.compare(reference, audio, inverse.contract).to_dict()
+    if not inverse.representation.grows_phase:
+        scores["notes"]["snr_db"] = metrics.SNR_VOCODER_PHASE
     return scores
 
 
@@ -86,7 +89,7 @@ def vocoder_ceiling(target: Target, inverse: Inverse) -> tuple[dict, np.ndarray]
     """The inverse (vocoder) on the target's own features: its metrics against the recording
     (those of metrics.json) and its audio [samples]."""
     audio = np.asarray(inverse(target.features[None])[0])
-    return _scores(target.audio, audio, target.contract), audio
+    return _scores(target.audio, audio, inverse), audio
 
 
 def evaluate(target: Target, result: GenerationResult, inverse: Inverse
@@ -98,8 +101,8 @@ def evaluate(target: Target, result: GenerationResult, inverse: Inverse
     static_features = np.broadcast_to(target.features.mean(axis=-1, keepdims=True),
                                       target.features.shape)
     static_audio = np.asarray(inverse(static_features[None])[0])
-    generated = _scores(target.audio, result.audio, contract)
-    static = _scores(target.audio, static_audio, contract)
+    generated = _scores(target.audio, result.audio, inverse)
+    static = _scores(target.audio, static_audio, inverse)
     return {
         "generated": generated,
         "ceiling": ceiling,
