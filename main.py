@@ -12,7 +12,7 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration (configs/*.py[:variant]).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, audio, metrics and figures.")
-flags.DEFINE_enum("mode", "train", list(cli.MODES), "What to do in the workdir.")
+flags.DEFINE_enum("mode", "train", list(cli.MODE_HELP), "What to do in the workdir.")
 flags.DEFINE_bool("debug", False, "Show the full traceback on errors.")
 flags.mark_flags_as_required(["config", "workdir"])
 

@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from tnca_jax import metrics
-from tnca_jax.generate import grow_candidates, load_run
+from tnca_jax.contract import measuring_contract
+from tnca_jax.generation import grow_candidates, load_run
+from tnca_jax.inverse import load_inverse
 from tnca_jax.refine import Refinement, postprocess
-from tnca_jax.train import load_target
 
 OPTIONS = {
     "none": Refinement(),
@@ -53,25 +54,27 @@ def main() -> None:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--groups", type=int, default=3)
     parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    import vocoders
-
     run = load_run(args.workdir)
-    reference = load_target(run.config, run.contract).audio
-    vocoder = vocoders.load(run.config.vocoder, run.config.vocoder_path, contract=run.contract)
+    if run.representation.name != "mel":
+        parser.error(f"{args.workdir} grew {run.representation.name!r}: post-processing "
+                     "applies to log-mels only")
+    reference = run.target().audio
+    inverse = load_inverse(run.representation, run.config.vocoder, run.config.vocoder_path)
+    measuring = measuring_contract(run.contract)
     generate = run.config.generate
     groups = [list(range(g * args.n, (g + 1) * args.n)) for g in range(args.groups)]
-    grown = [grow_candidates(run.model, run.contract, run.n_frames, steps=generate.steps,
+    grown = [grow_candidates(run.model, run.representation, run.n_frames, steps=generate.steps,
                              num_stages=1, seeds=seeds)[:, -1] for seeds in groups]
 
     scores = {}  # option -> [group][candidate] -> metrics
     for option, refinement in OPTIONS.items():
         scores[option] = []
-        for log_mels in grown:
-            audio = np.asarray(vocoder(postprocess(log_mels, run.contract, refinement),
-                                       contract=run.contract))
-            scores[option].append([metrics.compare(reference, a, run.contract).to_dict()
+        for features in grown:  # [n, 1, n_mels, frames]
+            audio = np.asarray(inverse(postprocess(features, run.contract, refinement)))
+            scores[option].append([metrics.compare(reference, a, measuring).to_dict()
                                    for a in audio])
         print(json.dumps({"option": option, "mean": _mean(_flat(scores[option]))}))
 
@@ -90,9 +93,9 @@ def main() -> None:
         "postprocessing": {option: _mean(_flat(rows)) for option, rows in scores.items()},
         "candidates": scores,
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=1))
-    print(f"wrote {RESULTS}")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(summary, indent=1))
+    print(f"wrote {args.results}")
 
 
 if __name__ == "__main__":

@@ -28,18 +28,18 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from tnca_jax.train import TRAIN_LOG
+from tnca_jax.workdir import Workdir
 
 ROWS = ("mel", "mel+audio", "stft+audio", "mag_if", "mag_if+audio")
 MEASURED = ("mel_l1_db", "spectral_convergence", "mrstft", "rms_ratio", "centroid_error_hz")
 MEASURING_CONTRACT = "griffinlim_22khz_128band"
 
 
-def row_config(row: str, size: str, iterations: int | None, audio_weight: float | None = None
-               ) -> ml_collections.ConfigDict:
+def row_config(row: str, size: str, iterations: int | None, audio_weight: float | None = None,
+               max_seconds: float | None = None) -> ml_collections.ConfigDict:
     """The `size` config with the row's representation and losses (same budget for all);
     `+audio` rows weigh the audio loss by `audio_weight` (default: the representation's in
-    `configs.violin.AUDIO_WEIGHTS`)."""
+    `configs.violin.AUDIO_WEIGHTS`); `max_seconds` cuts the recording shorter."""
     from configs.violin import AUDIO_WEIGHTS, get_config
 
     kind, _, extra = row.partition("+")
@@ -48,6 +48,9 @@ def row_config(row: str, size: str, iterations: int | None, audio_weight: float 
     config.train.audio_weight = weight if extra == "audio" else 0.0
     if iterations is not None:
         config.train.iterations = iterations
+    if max_seconds is not None:
+        config.max_seconds = max_seconds
+        config.min_seconds = min(config.min_seconds, max_seconds)
     return config
 
 
@@ -63,11 +66,14 @@ def measure(config: ml_collections.ConfigDict, workdir: Path, reference: np.ndar
     the recording's phase.
     """
     from tnca_jax import generate, metrics
-    from tnca_jax.run import load_config_inverse, vocoder_ceiling
-    from tnca_jax.train import load_target
+    from tnca_jax.inverse import load_inverse
+    from tnca_jax.modes import vocoder_ceiling
+    from tnca_jax.representations import config_representation_name
+    from tnca_jax.target import load_target
 
-    inverse = load_config_inverse(config)
-    target = load_target(config, inverse.contract)
+    inverse = load_inverse(config_representation_name(config), config.vocoder,
+                           config.vocoder_path, contract=config.contract)
+    target = load_target(config, inverse.representation)
     _, ceiling_audio = vocoder_ceiling(target, inverse)
     note = generate(workdir, seed=config.seed)
     rendered = {"generated": note.audio, "ceiling": ceiling_audio}
@@ -82,8 +88,8 @@ def measure(config: ml_collections.ConfigDict, workdir: Path, reference: np.ndar
 
 
 def train_seconds(workdir: Path) -> float:
-    """Training time from train_metrics.jsonl (steps between log lines / steps_per_s)."""
-    records = [json.loads(line) for line in (workdir / TRAIN_LOG).read_text().splitlines()]
+    """Training time from the training log (steps between log lines / steps_per_s)."""
+    records = Workdir(workdir).read_log()
     steps = [record["step"] for record in records]
     return sum((step - previous) / record["steps_per_s"]
                for previous, step, record in zip([0, *steps], steps, records, strict=False))
@@ -96,6 +102,8 @@ def main() -> None:
                         help="override the size's train.iterations (same for every row)")
     parser.add_argument("--audio-weight", type=float, default=None,
                         help="the +audio rows' train.audio_weight (default: the config's)")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="cut the recording shorter (smoke tests)")
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--workdir", default="runs/representations")
     args = parser.parse_args()
@@ -105,15 +113,18 @@ def main() -> None:
         parser.error(f"unknown row {unknown[0]!r}; choose from {', '.join(ROWS)}")
 
     from tnca_jax import plots
-    from tnca_jax.contract import get_contract
-    from tnca_jax.run import train_and_evaluate
-    from tnca_jax.train import load_target
+    from tnca_jax.modes import train_and_evaluate
+    from tnca_jax.representations import get_representation
+    from tnca_jax.target import load_target
 
-    contract = get_contract(MEASURING_CONTRACT)
-    reference = load_target(row_config("mel", args.size, args.iterations), contract).audio
+    measuring = get_representation("mel", MEASURING_CONTRACT)
+    contract = measuring.contract
+    reference = load_target(row_config("mel", args.size, args.iterations,
+                                       max_seconds=args.max_seconds), measuring).audio
     table, generated = {}, {}
     for row in rows:
-        config = row_config(row, args.size, args.iterations, args.audio_weight)
+        config = row_config(row, args.size, args.iterations, args.audio_weight,
+                            args.max_seconds)
         workdir = Path(args.workdir) / row
         train_and_evaluate(config, workdir, progress=False)  # resumes a finished row: 0 steps
         scores, generated[row] = measure(config, workdir, reference, contract)

@@ -39,7 +39,9 @@ def _time(fn, iterations: int, sync) -> float:
 
 def bench_tnca(args) -> dict:
     from configs.violin import get_config
-    from tnca_jax.train import data_mesh, init_train_state, make_train_step
+    from tnca_jax.losses import TncaTarget
+    from tnca_jax.representations import get_representation
+    from tnca_jax.train import create_train_state, data_mesh, make_train_step
 
     config = get_config()
     config.model.channels, config.model.hidden = args.channels, args.hidden
@@ -48,16 +50,15 @@ def bench_tnca(args) -> dict:
     config.train.pool_size = 2 * args.batch
     config.train.min_steps = config.train.max_steps = args.steps
     config.train.remat = args.remat
-    target = jax.random.uniform(jax.random.key(0), (1, args.bands, args.frames))
+    unit = jax.random.uniform(jax.random.key(0), (1, args.bands, args.frames))
+    target = TncaTarget.create(unit, get_representation("mel", config.contract))
     mesh = data_mesh(config.train)
-    graphdef, state, pool = init_train_state(config, args.bands, args.frames, mesh=mesh)
-    step = make_train_step(graphdef, config.train, target, mesh=mesh)
-    holder = {"state": state, "pool": pool, "i": 0}
+    graphdef, state, pool = create_train_state(config, args.bands, args.frames, mesh=mesh)
+    step = make_train_step(graphdef, config, target, mesh=mesh)
+    holder = {"state": state, "pool": pool}
 
     def one():
-        holder["i"] += 1
-        holder["state"], holder["pool"], metrics = step(holder["state"], holder["pool"],
-                                                        jax.random.key(holder["i"]))
+        holder["state"], holder["pool"], metrics = step(holder["state"], holder["pool"])
         return metrics["loss"]
 
     seconds = _time(one, args.iterations, jax.block_until_ready)
@@ -95,13 +96,13 @@ def bench_generate(args) -> dict:
     """Grow a 4 s note under the default contract and invert it (growth + Griffin-Lim)."""
     from flax import nnx
 
-    from tnca_jax.contract import DEFAULT_CONTRACT, get_contract
+    from tnca_jax.contract import DEFAULT_CONTRACT
+    from tnca_jax.inverse import GriffinLim
     from tnca_jax.model import TNCA, grow_stages
-    from tnca_jax.representations import Representation
-    from vocoders.griffinlim import GriffinLim
+    from tnca_jax.representations import get_representation
 
-    contract = get_contract(DEFAULT_CONTRACT)
-    representation = Representation("mel", contract)
+    representation = get_representation("mel", DEFAULT_CONTRACT)
+    contract = representation.contract
     frames = contract.num_frames(4 * contract.sample_rate)
     model = TNCA(contract.n_mels, channels=args.channels, hidden=args.hidden,
                  rngs=nnx.Rngs(0))
@@ -114,7 +115,7 @@ def bench_generate(args) -> dict:
         return representation.from_unit(shown)[:, 0]
 
     def one():
-        return vocoder._invert(grow_and_shape(params, jax.random.key(0)), jax.random.key(0))
+        return vocoder(grow_and_shape(params, jax.random.key(0)), contract=contract)
 
     seconds = _time(one, max(args.iterations // 2, 2), jax.block_until_ready)
     return {"impl": "generate_4s", "seconds": seconds, "frames": frames,

@@ -36,7 +36,7 @@ def tiny_config(iterations: int = 3):
 
 @pytest.fixture(scope="session")
 def trained_workdir(tmp_path_factory) -> Path:
-    from tnca_jax.run import train_and_evaluate
+    from tnca_jax.modes import train_and_evaluate
 
     workdir = tmp_path_factory.mktemp("violin_run")
     train_and_evaluate(tiny_config(), workdir, progress=False)

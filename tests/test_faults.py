@@ -17,8 +17,8 @@ from flax import nnx
 
 from configs.violin import get_config
 from tests.conftest import ROOT, tiny_config
-from tnca_jax.generate import load_run
-from tnca_jax.train import CHECKPOINT_DIR, TRAIN_LOG
+from tnca_jax.generation import load_run
+from tnca_jax.workdir import CHECKPOINT_DIR, TRAIN_LOG
 
 ITERATIONS = 30
 SAVING = ".orbax-checkpoint-tmp"  # orbax writes step N here, then renames it to N
@@ -76,7 +76,7 @@ def params(workdir: Path) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
-    from tnca_jax.run import train_and_evaluate
+    from tnca_jax.modes import train_and_evaluate
 
     workdir = tmp_path_factory.mktemp("uninterrupted")
     train_and_evaluate(fault_config(), workdir, progress=False)

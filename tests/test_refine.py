@@ -6,9 +6,8 @@ from configs.violin import get_config
 from tests.test_vocoders import harmonic_tone
 from tnca_jax import contract as C
 from tnca_jax import metrics
-from tnca_jax.generate import load_run, render
+from tnca_jax.generation import RenderSettings, load_run, render
 from tnca_jax.refine import Refinement, Selection, postprocess, select
-from tnca_jax.train import load_target
 
 CONTRACT = C.get_contract(C.DEFAULT_CONTRACT)
 LEVEL = 0.5 * (CONTRACT.log_min + CONTRACT.log_max)
@@ -68,11 +67,10 @@ def test_best_of_n_keeps_the_best_grown_candidate(trained_workdir):
     assert selection["best"] == min(selection["scores"]) and selection["gain_over_mean"] >= 0
     assert len(set(selection["scores"])) == 3  # the candidates grew differently
     run = load_run(trained_workdir)
-    target = load_target(run.config, run.contract)
-    assert metrics.mel_l1_db(target.audio, result.audio, run.contract) == selection["best"]
+    assert metrics.mel_l1_db(run.target().audio, result.audio, run.contract) == selection["best"]
     with pytest.raises(ValueError, match="reference recording"):
-        render(run.model, run.n_frames, None, steps=4,
-               refinement=Refinement(best_of=2))
+        render(run.model, run.n_frames, None,
+               RenderSettings(steps=4, num_stages=1, seed=0, refinement=Refinement(best_of=2)))
 
 
 def test_generate_applies_the_postprocessing_to_every_stage(trained_workdir):

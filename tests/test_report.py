@@ -12,6 +12,7 @@ from tests.browser import find_browser, open_page
 from tests.conftest import tiny_config
 from tnca_jax import cli, metrics, report
 from tnca_jax.growth import CROSSFADE_SECONDS, crossfade_join
+from tnca_jax.workdir import METRICS_FILE
 
 CELL = re.compile(r'data-section="(\w+)" data-metric="(\w+)" data-value="([^"]*)"')
 # The page's audio durations and decoded image widths; inside the notebook iframe if there is one.
@@ -37,7 +38,7 @@ CHECK_PAGE = """(async () => {
 
 def test_training_writes_a_report_whose_numbers_are_metrics_json(trained_workdir):
     page = (trained_workdir / report.REPORT_FILE).read_text()
-    stored = json.loads((trained_workdir / metrics.METRICS_FILE).read_text())
+    stored = json.loads((trained_workdir / METRICS_FILE).read_text())
     cells = CELL.findall(page)
     assert len(cells) == len(metrics.METRICS) * len(report.SECTIONS)
     for section, name, value in cells:
@@ -56,7 +57,7 @@ def test_evaluate_and_growth_modes(trained_workdir, tmp_path):
     config = tiny_config()
     config.generate.best_of = 3
     assert cli.run("evaluate", config, str(workdir)) == 0
-    stored = json.loads((workdir / metrics.METRICS_FILE).read_text())
+    stored = json.loads((workdir / METRICS_FILE).read_text())
     assert stored["best_of"]["n"] == 3 and stored["refinement"]["best_of"] == 3
     # The kept candidate is the one scored: same audio, same metric, same number.
     assert stored["generated"]["mel_l1_db"] == stored["best_of"]["best"]
@@ -101,7 +102,7 @@ def test_report_plays_and_renders_in_headless_chromium(trained_workdir, tmp_path
     if browser is None:
         pytest.skip("no Chromium on this machine: `apt-get install -y chromium` (Debian) runs "
                     "this test; .ci/run installs it")
-    seconds = json.loads((trained_workdir / metrics.METRICS_FILE).read_text())["target_seconds"]
+    seconds = json.loads((trained_workdir / METRICS_FILE).read_text())["target_seconds"]
     # The page itself, and the page as a notebook shows it (report.show's output cell).
     notebook = tmp_path / "notebook.html"
     notebook.write_text('<!doctype html><html><head><link rel="icon" href="data:,"></head><body>'

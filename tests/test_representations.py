@@ -6,7 +6,8 @@ import pytest
 from tests.conftest import VIOLIN
 from tnca_jax import losses
 from tnca_jax.audio import load_audio
-from tnca_jax.representations import Inverse, get_representation
+from tnca_jax.inverse import Inverse, load_inverse
+from tnca_jax.representations import get_representation
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +60,15 @@ def test_spectral_losses_on_known_cases():
 
 
 def test_unknown_representation_is_an_error():
-    with pytest.raises(ValueError, match="unknown representation"):
+    with pytest.raises(ValueError, match="representation='wavelet' is unknown"):
         get_representation("wavelet", "bigvgan_v2_22khz_80band")
     with pytest.raises(ValueError, match="natural log of the magnitude"):
         get_representation("stft", "griffinlim_22khz_128band")
 
 
 def test_each_inverse_renders_the_true_features_close_to_the_recording(violin):
-    """The Inverse a run renders with: the vocoder for mel, Griffin-Lim for stft, the exact
-    inverse STFT for mag_if (the ceiling of each representation)."""
+    """The Inverse a run renders with (`load_inverse`): the vocoder for mel, Griffin-Lim for
+    stft, the exact inverse STFT for mag_if (the ceiling of each representation)."""
     import vocoders
 
     noise_distance = float(losses.mrstft_distance(
@@ -75,9 +76,9 @@ def test_each_inverse_renders_the_true_features_close_to_the_recording(violin):
     for kind, contract, bound in (("mel", "griffinlim_22khz_128band", 2.0),
                                   ("stft", "stft_22khz_1024", 0.5),
                                   ("mag_if", "stft_22khz_1024", 0.01)):
-        rep = get_representation(kind, contract)
-        inverse = Inverse(rep, vocoders.load("griffinlim", contract=contract)
-                          if kind == "mel" else None)
+        inverse = load_inverse(kind, contract=contract)
+        rep = inverse.representation
+        assert rep == get_representation(kind, contract)
         audio = inverse(rep.features(violin)[None])[0]
         distance = float(losses.mrstft_distance(violin, audio, 22050))
         assert distance < bound < noise_distance, kind
@@ -85,33 +86,47 @@ def test_each_inverse_renders_the_true_features_close_to_the_recording(violin):
         Inverse(get_representation("mag_if", "stft_22khz_1024"), vocoders.load("griffinlim"))
 
 
-def test_a_mag_if_run_trains_with_the_audio_loss_and_renders_without_a_vocoder(tmp_path):
-    """The whole job on a mag_if config: the audio loss is finite, generate() picks the exact
-    inverse and refuses a mel vocoder, the metrics name the representation."""
-    import json
+@pytest.mark.parametrize(("kind", "inverse_name", "ceiling_bound"),
+                         [("stft", "griffinlim", 0.5), ("mag_if", "istft", 0.01)])
+def test_a_linear_run_trains_with_the_audio_loss_and_renders_itself(tmp_path, kind,
+                                                                     inverse_name, ceiling_bound):
+    """The whole job on a linear-frequency config: the audio loss is finite, generate() picks
+    the representation's own inverse and refuses a mel vocoder, run.json records a linear
+    contract (no mel fields), the metrics name the representation and compare with mel runs
+    under the default mel contract."""
+    import soundfile as sf
 
     import tnca_jax
     from tests.conftest import tiny_config
-    from tnca_jax.run import train_and_evaluate
+    from tnca_jax import metrics
+    from tnca_jax.contract import DEFAULT_CONTRACT, get_contract
+    from tnca_jax.modes import train_and_evaluate
+    from tnca_jax.workdir import Workdir
 
     config = tiny_config(iterations=2)
-    config.representation, config.contract = "mag_if", "stft_22khz_1024"
-    config.train.audio_weight, config.train.waveform_weight = 0.05, 0.1
+    config.representation, config.contract = kind, "stft_22khz_1024"
+    config.train.audio_weight = 0.05
+    config.train.waveform_weight = 0.1 if kind == "mag_if" else 0.0
     config.max_seconds = config.min_seconds = 0.3
     report = train_and_evaluate(config, tmp_path, progress=False)
-    assert report["representation"] == "mag_if" and report["vocoder"] == "istft"
-    assert report["ceiling"]["mrstft"] < 0.01  # exact inversion of the true features
+    assert report["representation"] == kind and report["vocoder"] == inverse_name
+    assert report["ceiling"]["mrstft"] < ceiling_bound  # the inverse on the true features
     assert report["generated"]["mrstft"] > report["ceiling"]["mrstft"]
-    assert "snr_db" not in report["generated"]["notes"]  # the phase is grown: SNR counts
-    log = [json.loads(line)
-           for line in (tmp_path / "train_metrics.jsonl").read_text().splitlines()]
-    assert all(np.isfinite(record["loss"]) for record in log)
+    assert ("snr_db" in report["generated"]["notes"]) == (kind == "stft")  # phase grown?
+    run = Workdir(tmp_path).read_run()
+    assert run.contract.kind == "linear" and "n_mels" not in run.contract.to_dict()
+    assert all(np.isfinite(record["loss"]) for record in Workdir(tmp_path).read_log())
     note = tnca_jax.generate(tmp_path, steps=4, num_stages=2)
-    assert note.features.shape == (2, 513, note.spectrogram.shape[1])
-    assert note.spectrogram.shape[0] == 513 and note.audio.shape == (note.spectrogram.shape[1]
-                                                                     * 256,)
+    values = 2 if kind == "mag_if" else 1
+    assert note.features.shape == (values, 513, note.spectrogram.shape[1])
+    assert note.audio.shape == (note.spectrogram.shape[1] * 256,)
     with pytest.raises(ValueError, match="applies to mel only"):
         tnca_jax.generate(tmp_path, steps=4, vocoder="bigvgan", vocoder_path="x")
+    # Its mel metrics are measured under the default mel contract, as a mel run's are.
+    recording, generated = (sf.read(tmp_path / name, dtype="float32")[0]
+                            for name in ("target.wav", "generated.wav"))
+    assert report["generated"]["mel_l1_db"] == pytest.approx(
+        metrics.mel_l1_db(recording, generated, get_contract(DEFAULT_CONTRACT)), rel=0.02)
 
 
 def test_the_audio_loss_train_step_jits_on_cpu_without_torch():
@@ -127,7 +142,9 @@ def test_the_audio_loss_train_step_jits_on_cpu_without_torch():
         import sys
         import jax
         from tests.conftest import tiny_config
-        from tnca_jax.train import init_train_state, load_target, make_train_step
+        from tnca_jax.losses import TncaTarget
+        from tnca_jax.target import load_target
+        from tnca_jax.train import create_train_state, make_train_step
 
         for kind, contract in (("mel", "griffinlim_22khz_128band"),
                                ("stft", "stft_22khz_1024"), ("mag_if", "stft_22khz_1024")):
@@ -137,12 +154,13 @@ def test_the_audio_loss_train_step_jits_on_cpu_without_torch():
             config.train.audio_weight = 0.05
             target = load_target(config)
             unit = target.normalized
-            graphdef, state, pool = init_train_state(
+            graphdef, state, pool = create_train_state(
                 config, *unit.shape[1:], band_level=unit.mean(axis=-1),
                 n_values=target.representation.n_values)
-            step = make_train_step(graphdef, config.train, unit, target)
-            for i in range(2):
-                state, pool, metrics = step(state, pool, jax.random.key(i))
+            step = make_train_step(graphdef, config, TncaTarget.create(
+                unit, target.representation, target.audio))
+            for _ in range(2):
+                state, pool, metrics = step(state, pool)
             print(kind, jax.devices()[0].platform, step._cache_size(),
                   bool(metrics["finite"]))
         print("torch" in sys.modules)
@@ -156,7 +174,8 @@ def test_the_audio_loss_train_step_jits_on_cpu_without_torch():
 
 def test_representation_config_errors_are_named():
     from tests.conftest import tiny_config
-    from tnca_jax.checks import ConfigError, check_config
+    from tnca_jax.checks import check_config
+    from tnca_jax.errors import ConfigError
 
     config = tiny_config()
     config.representation = "stft"

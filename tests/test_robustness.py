@@ -34,9 +34,10 @@ from tests.conftest import ROOT, VIOLIN, tiny_config
 from tnca_jax import ContractMismatchError, cli
 from tnca_jax.audio import load_audio
 from tnca_jax.checks import check_config
-from tnca_jax.contract import SpectralContract
-from tnca_jax.train import NonFiniteError, checkpoint_manager, load_target, train
-from tnca_jax.workdir import WorkdirWriteError
+from tnca_jax.contract import MelContract
+from tnca_jax.target import load_target
+from tnca_jax.train import NonFiniteError, train
+from tnca_jax.workdir import Workdir, WorkdirWriteError
 
 RATE = 22050
 
@@ -294,7 +295,7 @@ def test_a_trained_workdir_refuses_a_config_it_cannot_resume(edit, message, trai
 def test_a_custom_contract_in_the_config_is_built_from_its_fields():
     config = tiny_config()
     _custom_contract(n_mels=64)(config)
-    assert check_config(config) == SpectralContract(
+    assert check_config(config) == MelContract(
         name="mine", sample_rate=RATE, n_fft=1024, hop_length=256, win_length=1024, n_mels=64)
 
 
@@ -436,11 +437,11 @@ def test_a_failed_checkpoint_write_stops_the_run_and_keeps_the_last_checkpoint(t
     assert str(failure.value) == (
         f"writing to {tmp_path} failed (File too large); the last good checkpoint is step 2, a "
         "rerun resumes from it: free disk space or fix permissions, then rerun the same command")
-    assert checkpoint_manager(tmp_path, config.train).latest_step() == 2
+    assert Workdir(tmp_path).checkpoints().latest() == 2
     assert file_hashes(tmp_path / "checkpoints" / "2") == checkpoint_two
     # With space again, the same call resumes and finishes.
     train(config, tmp_path, target, progress=False)
-    assert checkpoint_manager(tmp_path, config.train).latest_step() == 6
+    assert Workdir(tmp_path).checkpoints().latest() == 6
     assert [json.loads(line)["step"] for line in
             (tmp_path / "train_metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
 
@@ -455,7 +456,7 @@ def test_a_non_finite_step_is_rejected_named_and_never_checkpointed(tmp_path, ta
     with pytest.raises(NonFiniteError, match=r"non-finite loss, gradient or update at step 6 "
                        r"\(the step was rejected\); the last good checkpoint is step 5"):
         train(config, tmp_path, target, progress=False)
-    assert checkpoint_manager(tmp_path, config.train).latest_step() == 5
+    assert Workdir(tmp_path).checkpoints().latest() == 5
     assert file_hashes(tmp_path / "checkpoints" / "5") == checkpoint_five
     assert [json.loads(line)["step"] for line in
             (tmp_path / "train_metrics.jsonl").read_text().splitlines()] == [5]
@@ -479,7 +480,7 @@ def test_resume_drops_a_log_line_cut_by_a_kill(tmp_path, target):
 
 # ------------------------------------------------------------------ determinism
 def test_same_config_and_seed_give_identical_generated_wav_bytes(trained_workdir, tmp_path):
-    from tnca_jax.run import train_and_evaluate
+    from tnca_jax.modes import train_and_evaluate
 
     train_and_evaluate(tiny_config(), tmp_path, progress=False)
     for name in ("generated.wav", "target.wav", "metrics.json"):

@@ -22,7 +22,10 @@ import pytest
 from tests.conftest import ROOT, tiny_config
 from tnca_jax import cli
 from tnca_jax import train as train_lib
-from tnca_jax.checks import ConfigError, check_config
+from tnca_jax.checks import check_config
+from tnca_jax.errors import ConfigError
+from tnca_jax.target import load_target
+from tnca_jax.workdir import Workdir
 
 ITERATIONS = 6
 # Float32 losses of the same computation with its batch sums split over 8 devices differ in
@@ -60,10 +63,10 @@ def _restored_placement(workdir: Path, step: int) -> dict:
     """Where the pool and a parameter of checkpoint `step` land when restored for training."""
     config = sharding_config()
     mesh = train_lib.data_mesh(config.train)
-    _, state, pool = train_lib.init_train_state(config, 16, 24, mesh=mesh)
-    manager = train_lib.checkpoint_manager(workdir, config.train)
-    pool = train_lib.restore(manager, step, state, pool)
-    manager.close()
+    _, state, pool = train_lib.create_train_state(config, 16, 24, mesh=mesh)
+    checkpoints = Workdir(workdir).checkpoints(create=False)
+    pool = train_lib.restore(checkpoints, step, state, pool)
+    checkpoints.close()
     kernel = state[0]["update_rule"]["hidden"]["kernel"][...]
     return {"pool": _placement(pool), "kernel_devices": len(kernel.sharding.device_set),
             "kernel_replicated": kernel.sharding.is_fully_replicated,
@@ -80,13 +83,13 @@ def _eight(workdir: Path) -> dict:
     def recording_step(*args, **kwargs):
         step = make_step(*args, **kwargs)
 
-        def recorded(state, pool, key):
+        def recorded(state, pool):
             placed = jax.tree.map(
                 lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                 (state, pool))
-            state, pool, metrics = step(state, pool, key)
+            state, pool, metrics = step(state, pool)
             if not grids:  # The call compiled it: this only reads the compiled program.
-                hlo = step.lower(*placed, key).compile().as_text()
+                hlo = step.lower(*placed).compile().as_text()
                 grids.update(sample=hlo.count("f32[1,16,24,16]"),
                              batch=hlo.count("f32[8,16,24,16]"))
             pools.append(_placement(pool))
@@ -96,7 +99,7 @@ def _eight(workdir: Path) -> dict:
 
     train_lib.make_train_step = recording_step
     config = sharding_config()
-    train_lib.train(config, workdir, train_lib.load_target(config), progress=False)
+    train_lib.train(config, workdir, load_target(config), progress=False)
     return {"losses": _losses(workdir), "pools": pools, "grids": grids,
             "restored": _restored_placement(workdir, ITERATIONS)}
 
@@ -104,7 +107,7 @@ def _eight(workdir: Path) -> dict:
 def _one(straight: Path, resumed: Path) -> dict:
     """Train on 1 device, and resume an 8-device run's step-3 checkpoint on 1 device."""
     config = sharding_config()
-    target = train_lib.load_target(config)
+    target = load_target(config)
     train_lib.train(config, straight, target, progress=False)
     train_lib.train(config, resumed, target, progress=False)
     return {"losses": _losses(straight), "resumed_losses": _losses(resumed),

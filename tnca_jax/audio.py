@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tnca_jax.workdir import replacing
+from tnca_jax.errors import UserError
+from tnca_jax.files import replacing
 
 SILENCE_DBFS = -60.0  # Peak level under which a file counts as silent.
 CLIP_LEVEL = 0.999  # A sample at or above this magnitude sits at full scale.
@@ -20,7 +21,7 @@ _UNKNOWN_DATA_SIZES = (0, 0xFFFFFFFF)
 logger = logging.getLogger(__name__)
 
 
-class AudioError(ValueError):
+class AudioError(UserError, ValueError):
     """Audio that cannot be used as a training target or reference."""
 
 

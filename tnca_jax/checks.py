@@ -7,18 +7,14 @@ import math
 import ml_collections
 
 from tnca_jax.contract import SpectralContract, get_contract
+from tnca_jax.errors import ConfigError
 from tnca_jax.metrics import METRICS
+from tnca_jax.model import TNCA
 from tnca_jax.refine import Refinement
-from tnca_jax.representations import NAMES as REPRESENTATIONS
-from tnca_jax.representations import Representation, config_kind
-from tnca_jax.train import create_model
+from tnca_jax.representations import config_representation_name, get_representation
 
 LOSS_WEIGHTS = ("growth_weight", "overflow_weight", "multiscale_weight", "temporal_weight",
                 "audio_weight", "waveform_weight")
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the key and the fix."""
 
 
 def _require(ok: bool, key: str, value, rule: str) -> None:
@@ -92,14 +88,11 @@ def check_config(config: ml_collections.ConfigDict, *,
     for key in LOSS_WEIGHTS:
         _require(train.get(key, 0.0) >= 0, f"--config.train.{key}", train.get(key),
                  "must not be negative")
-    kind = config_kind(config)
-    _require(kind in REPRESENTATIONS, "--config.representation", kind,
-             f"is unknown; choose one of {', '.join(REPRESENTATIONS)}")
+    kind = config_representation_name(config)
     try:
-        representation = Representation(kind, contract)
-    except ValueError as err:
-        raise ConfigError(f"--config.representation={kind!r} with --config.contract="
-                          f"{contract.name!r}: {err} (e.g. stft_22khz_1024)") from None
+        representation = get_representation(kind, contract)
+    except ConfigError as err:
+        raise ConfigError(f"--config.{err}") from None
     _require(not train.get("waveform_weight", 0.0) or representation.grows_phase,
              "--config.train.waveform_weight", train.get("waveform_weight"),
              f"needs a representation that grows the phase (mag_if), not {kind!r}; set it to 0")
@@ -118,6 +111,8 @@ def check_config(config: ml_collections.ConfigDict, *,
 
     _require(config.model.hidden >= 1, "--config.model.hidden", config.model.hidden,
              "must be at least 1")
-    # The model's own checks (channels, fire rate, ...).
-    create_model(config, representation.n_bins, representation.n_values)
+    try:  # The model's own checks (channels, fire rate, ...).
+        TNCA.from_config(config, representation.n_bins, representation.n_values)
+    except ValueError as err:
+        raise ConfigError(f"--config.model: {err}") from None
     return contract

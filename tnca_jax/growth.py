@@ -1,6 +1,6 @@
 """Growth you can hear and see: the note re-synthesised at successive growth steps.
 
-`--mode=growth` (`run.growth_workdir`) writes into the workdir:
+`--mode=growth` (`tnca_jax.modes.growth`) writes into the workdir:
 - growth.wav: every kept stage vocoded as a whole note, joined with short equal-power
   crossfades, so the timbre is heard appearing from the seed columns;
 - growth.gif: the grown log-mel at the same stages, one GIF frame per stage, timed to the audio.
@@ -8,16 +8,16 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
-from tnca_jax import audio as audio_lib
 from tnca_jax import plots
-from tnca_jax.generate import GenerationResult
+from tnca_jax.generation import GenerationResult
+from tnca_jax.workdir import GROWTH_GIF, GROWTH_WAV, Workdir
 
 CROSSFADE_SECONDS = 0.05
-GROWTH_WAV, GROWTH_GIF = "growth.wav", "growth.gif"
 
 
 def crossfade_join(clips: np.ndarray, overlap: int) -> np.ndarray:
@@ -39,16 +39,17 @@ def crossfade_join(clips: np.ndarray, overlap: int) -> np.ndarray:
     return out
 
 
-def write_growth(workdir: Path, result: GenerationResult) -> tuple[Path, Path]:
+def write_growth(workdir: Workdir, result: GenerationResult) -> tuple[Path, Path]:
     """growth.wav and growth.gif of a result rendered with `return_stages=True`."""
     if result.stage_audio is None:
         raise ValueError("the result holds no stage audio: render it with return_stages=True")
     rate = result.sample_rate
     overlap = round(CROSSFADE_SECONDS * rate)
-    audio_lib.write_wav(workdir / GROWTH_WAV, crossfade_join(result.stage_audio, overlap), rate)
+    wav = workdir.write_wav(GROWTH_WAV, crossfade_join(result.stage_audio, overlap), rate)
     contract = result.contract
     vmax = float(np.max(contract.to_db(result.stages[-1])))
     frame_seconds = (result.stage_audio.shape[1] - overlap) / rate
-    plots.growth_animation(workdir / GROWTH_GIF, result.stages, result.stage_steps, contract,
-                           vmax, frame_seconds)
-    return workdir / GROWTH_WAV, workdir / GROWTH_GIF
+    gif = io.BytesIO()
+    plots.growth_animation(gif, result.stages, result.stage_steps, contract, vmax,
+                           frame_seconds, result.representation.bin_label)
+    return wav, workdir.write_bytes(GROWTH_GIF, gif.getvalue())

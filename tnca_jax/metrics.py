@@ -1,7 +1,8 @@
 """Audio-domain metrics of a generated waveform against the reference recording.
 
-All metrics take mono float audio at the contract's rate; the longer signal is cut to the
-shorter. `METRICS` holds each one's unit, ideal value, direction and a one-line meaning (the
+All metrics take mono float audio at the contract's rate (a `MelContract`: the run's own, or
+for a linear-frequency run `tnca_jax.contract.measuring_contract`'s); the longer signal is cut
+to the shorter. `METRICS` holds each one's unit, ideal value, direction and a one-line meaning (the
 report's table and `badness` read it). In brief:
 
 - mel_l1_db: mean |dB(mel_gen) - dB(mel_ref)| under the contract's mel (dB = 20 log10 of a
@@ -41,10 +42,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tnca_jax import losses
-from tnca_jax.contract import DB_PER_NEPER, SpectralContract, log_mel
+from tnca_jax import dsp, losses
+from tnca_jax.contract import DB_PER_NEPER, MelContract, SpectralContract
 
-METRICS_FILE = "metrics.json"  # What a run writes: `run.evaluate` of the generated note.
 TOP_DB = 80.0
 MCD_COEFFICIENTS = 13  # c_1..c_13
 SNR_MAX_DB = 200.0
@@ -108,7 +108,8 @@ def _floored(ref_db: np.ndarray, gen_db: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.maximum(ref_db, floor), np.maximum(gen_db, floor)
 
 
-def mel_db_from_log_mel(reference: jax.Array, generated: jax.Array, contract: SpectralContract
+def mel_db_from_log_mel(reference: jax.Array, generated: jax.Array,
+                        contract: SpectralContract
                         ) -> tuple[np.ndarray, np.ndarray]:
     """Two log-mels [n_mels, frames] under `contract` -> both in dB, floored 80 dB below the
     reference's peak (what mel_l1_db and mcd_db compare)."""
@@ -116,42 +117,41 @@ def mel_db_from_log_mel(reference: jax.Array, generated: jax.Array, contract: Sp
                     np.asarray(contract.to_db(jnp.asarray(generated))))
 
 
-def mel_db(reference: np.ndarray, generated: np.ndarray, contract: SpectralContract
+def mel_db(reference: np.ndarray, generated: np.ndarray, contract: MelContract
            ) -> tuple[np.ndarray, np.ndarray]:
     """Aligned audio -> floored mel dB of both, [n_mels, frames] each."""
     reference, generated = _align(reference, generated)
-    return mel_db_from_log_mel(log_mel(reference, contract), log_mel(generated, contract),
-                               contract)
+    return mel_db_from_log_mel(dsp.log_mel(reference, contract),
+                               dsp.log_mel(generated, contract), contract)
 
 
 def mel_l1_db_from_log_mel(reference: jax.Array, generated: jax.Array,
                            contract: SpectralContract) -> float:
-    """mel_l1_db between two log-mels of the same shape under `contract`."""
+    """mel_l1_db between two log spectrograms (log-mels, or log magnitudes under a linear
+    contract) of the same shape under `contract`."""
     ref_db, gen_db = mel_db_from_log_mel(reference, generated, contract)
     return float(np.mean(np.abs(ref_db - gen_db)))
 
 
-def mel_l1_db(reference: np.ndarray, generated: np.ndarray, contract: SpectralContract) -> float:
+def mel_l1_db(reference: np.ndarray, generated: np.ndarray, contract: MelContract) -> float:
     ref_db, gen_db = mel_db(reference, generated, contract)
     return float(np.mean(np.abs(ref_db - gen_db)))
 
 
-def _contract_magnitude(audio: np.ndarray, contract: SpectralContract) -> np.ndarray:
+def _contract_magnitude(audio: np.ndarray, contract: MelContract) -> np.ndarray:
     """[bins, frames] STFT magnitude under the contract's framing."""
-    return np.asarray(losses.stft_magnitude(jnp.asarray(audio), contract.n_fft,
-                                            contract.hop_length, contract.win_length,
-                                            contract.sample_rate))
+    return np.asarray(dsp.stft_magnitude(jnp.asarray(audio), contract))
 
 
 def spectral_convergence(reference: np.ndarray, generated: np.ndarray,
-                         contract: SpectralContract) -> float:
+                         contract: MelContract) -> float:
     reference, generated = _align(reference, generated)
     ref, gen = _contract_magnitude(reference, contract), _contract_magnitude(generated, contract)
     return float(np.linalg.norm(ref - gen) / np.linalg.norm(ref))
 
 
 def log_spectral_distance_db(reference: np.ndarray, generated: np.ndarray,
-                             contract: SpectralContract) -> float:
+                             contract: MelContract) -> float:
     reference, generated = _align(reference, generated)
     ref_db, gen_db = _floored(20 * np.log10(_contract_magnitude(reference, contract)),
                               20 * np.log10(_contract_magnitude(generated, contract)))
@@ -172,7 +172,7 @@ def _dct_matrix(n: int, first: int, count: int) -> np.ndarray:
 
 
 def mel_cepstral_distortion_db(reference: np.ndarray, generated: np.ndarray,
-                               contract: SpectralContract) -> float:
+                               contract: MelContract) -> float:
     ref_db, gen_db = mel_db(reference, generated, contract)
     dct = _dct_matrix(contract.n_mels, 1, min(MCD_COEFFICIENTS, contract.n_mels - 1))
     diff = dct @ ((ref_db - gen_db) / DB_PER_NEPER)  # dB -> ln of magnitude, then cepstra
@@ -191,7 +191,7 @@ def rms_ratio(reference: np.ndarray, generated: np.ndarray) -> float:
     return float(np.sqrt(np.mean(generated**2)) / np.sqrt(np.mean(reference**2)))
 
 
-def spectral_centroid_hz(audio: np.ndarray, contract: SpectralContract) -> float:
+def spectral_centroid_hz(audio: np.ndarray, contract: MelContract) -> float:
     """Energy-weighted mean spectral centroid of a whole signal, in Hz."""
     power = _contract_magnitude(audio, contract) ** 2
     freqs = np.linspace(0, contract.sample_rate / 2, power.shape[0])
@@ -199,7 +199,7 @@ def spectral_centroid_hz(audio: np.ndarray, contract: SpectralContract) -> float
 
 
 def centroid_error_hz(reference: np.ndarray, generated: np.ndarray,
-                      contract: SpectralContract) -> float:
+                      contract: MelContract) -> float:
     reference, generated = _align(reference, generated)
     return abs(spectral_centroid_hz(generated, contract)
                - spectral_centroid_hz(reference, contract))
@@ -282,7 +282,7 @@ class AudioMetrics:
         return dataclasses.asdict(self)
 
 
-Metric = Callable[[np.ndarray, np.ndarray, SpectralContract], float]
+Metric = Callable[[np.ndarray, np.ndarray, MelContract], float]
 _DIRECT: dict[str, Metric] = {
     "mel_l1_db": mel_l1_db,
     "spectral_convergence": spectral_convergence,
@@ -295,7 +295,7 @@ _DIRECT: dict[str, Metric] = {
 }
 
 
-def compare(reference: np.ndarray, generated: np.ndarray, contract: SpectralContract, *,
+def compare(reference: np.ndarray, generated: np.ndarray, contract: MelContract, *,
             only: Collection[str] | None = None) -> AudioMetrics:
     """The metrics of `generated` against `reference` (both mono, at the contract's rate):
     all of `METRICS`, or those named in `only`."""

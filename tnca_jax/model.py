@@ -4,8 +4,8 @@ State layout: `[batch, bins, frames, channels]` (frequency rows: mel bands or ST
 columns). Channel 0 is the grown value: a living cell shows its band's level plus this value as
 the representation (log-mel or log magnitude), normalised to [0, 1] (0 is silence, dead cells
 are silent); channel 1 is alpha, which marks living cells; channel 2 is the clock (see below);
-the rest are hidden. A representation with a second value (`mag_if`'s instantaneous
-frequency) grows it in channel 3 (`VALUE_CHANNELS`).
+the rest are hidden. A representation with more values (`mag_if`'s instantaneous frequency)
+grows them in channels 3, 4, ... (`value_channels`).
 
 One step (Growing NCA, Distill 2020, adapted to spectrograms):
 1. `Perception`: fixed depthwise 3x3 filters (identity, Sobel along time, Sobel along
@@ -30,12 +30,18 @@ import itertools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 
 ALIVE_THRESHOLD = 0.1
 VALUE, ALPHA, CLOCK = 0, 1, 2
-VALUE_CHANNELS = (VALUE, 3)  # the grown values, in the order of a representation's channels
+
+
+def value_channels(n_values: int) -> tuple[int, ...]:
+    """The state channels holding a representation's `n_values` grown values, in its order:
+    channel 0, then 3, 4, ... (1 and 2 are alpha and the clock)."""
+    return (VALUE, *range(CLOCK + 1, CLOCK + n_values))
 
 # Perception kernels, indexed [filter, d_freq, d_time].
 _SOBEL_TIME = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32) / 8
@@ -97,15 +103,15 @@ class TNCA(nnx.Module):
     `band_level` [n_values, F] is each band's resting level (normalised) that a living cell
     shows when its value channel is 0; trainers start it at the target's per-band mean so the
     cells spend their capacity on what changes over the note (see `spectrogram`).
-    `n_values`: grown values per cell (1, or 2 for `mag_if`; see `VALUE_CHANNELS`).
+    `n_values`: grown values per cell (1, or 2 for `mag_if`; see `value_channels`).
     """
 
     def __init__(self, n_bands: int, *, n_values: int = 1, channels: int = 16,
                  hidden: int = 128, fire_rate: float = 0.5, seed_spacing: int = 8,
                  rngs: nnx.Rngs):
-        if not 1 <= n_values <= len(VALUE_CHANNELS):
-            raise ValueError(f"a TNCA grows 1 to {len(VALUE_CHANNELS)} values, not {n_values}")
-        if channels < 4 or channels <= max(VALUE_CHANNELS[:n_values]) + 1:
+        if n_values < 1:
+            raise ValueError(f"a TNCA grows at least one value, not {n_values}")
+        if channels < 4 or channels <= max(value_channels(n_values)) + 1:
             raise ValueError("a TNCA needs at least 4 channels (value, alpha, clock, hidden), "
                              "and a hidden channel beside its values")
         if not 0 < fire_rate <= 1 or seed_spacing < 1:
@@ -117,6 +123,16 @@ class TNCA(nnx.Module):
         self.seed_spacing = seed_spacing
         self.update_rule = UpdateRule(channels, hidden, n_bands, rngs=rngs)
         self.band_level = nnx.Param(jnp.zeros((n_values, n_bands)))
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict, n_bands: int,
+                    n_values: int = 1) -> TNCA:
+        """The TNCA of a run config (its `model` section and `seed`) for a grid of `n_bands`
+        rows growing `n_values` values."""
+        model = config.model
+        return cls(n_bands, n_values=n_values, channels=model.channels, hidden=model.hidden,
+                   fire_rate=model.fire_rate, seed_spacing=model.seed_spacing,
+                   rngs=nnx.Rngs(config.seed))
 
     def seed(self, n_frames: int, batch: int = 1) -> jax.Array:
         """This model's starting grid for a note of `n_frames` frames (see `seed_state`)."""
@@ -130,7 +146,7 @@ class TNCA(nnx.Module):
         Living cells show band_level + value; dead cells show 0 (silence).
         """
         alive = state[:, None, :, :, ALPHA] > ALIVE_THRESHOLD
-        values = jnp.moveaxis(state[..., list(VALUE_CHANNELS[:self.n_values])], -1, 1)
+        values = jnp.moveaxis(state[..., list(value_channels(self.n_values))], -1, 1)
         level = self.band_level[...][:, :, None] + values
         return jnp.where(alive, jnp.clip(level, 0.0, 1.0), 0.0)
 
@@ -153,13 +169,13 @@ def seed_state(n_bands: int, n_frames: int, channels: int, batch: int = 1, *,
 
     Seed columns stand at `seed_frames` (all bands): alpha and hidden channels 1, except the
     first hidden channel, which holds the column's place in the note (frame / n_frames), the
-    only timing cue the cells get. The value channels (`n_values` of `VALUE_CHANNELS`) start
-    at 0 everywhere.
+    only timing cue the cells get. The value channels (`value_channels(n_values)`) start at 0
+    everywhere.
     """
     state = jnp.zeros((batch, n_bands, n_frames, channels), jnp.float32)
     frames = seed_frames(n_frames, spacing)
     state = state.at[:, :, frames, ALPHA:].set(1.0)
-    for channel in VALUE_CHANNELS[1:n_values]:
+    for channel in value_channels(n_values)[1:]:
         state = state.at[:, :, frames, channel].set(0.0)
     return state.at[:, :, frames, CLOCK].set(jnp.asarray(frames / n_frames, jnp.float32))
 

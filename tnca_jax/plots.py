@@ -9,7 +9,8 @@ from typing import BinaryIO
 import numpy as np
 
 from tnca_jax import metrics
-from tnca_jax.contract import SpectralContract, frame
+from tnca_jax.contract import MelContract, SpectralContract
+from tnca_jax.dsp import frame
 
 
 def _pyplot():
@@ -26,7 +27,7 @@ def _db(log_mel: np.ndarray, contract: SpectralContract) -> np.ndarray:
 
 
 def comparison(path: str | os.PathLike | BinaryIO, target_audio: np.ndarray,
-               generated_audio: np.ndarray, contract: SpectralContract, title: str = "") -> float:
+               generated_audio: np.ndarray, contract: MelContract, title: str = "") -> float:
     """Target and generated note side by side, and their difference.
 
     Top: both waveforms and their RMS envelopes (dB, one frame per hop). Bottom: the contract's
@@ -70,23 +71,28 @@ def comparison(path: str | os.PathLike | BinaryIO, target_audio: np.ndarray,
     return mean_abs
 
 
-def growth(path: str | os.PathLike, stages: np.ndarray, stage_steps: list[int],
-           contract: SpectralContract, vmax_db: float) -> None:
-    """The grown log-mel [stages, n_mels, frames] at each growth step, on one dB scale."""
+def growth(path: str | os.PathLike | BinaryIO, stages: np.ndarray, stage_steps: list[int],
+           contract: SpectralContract, vmax_db: float, bin_label: str = "mel band") -> None:
+    """The grown spectrogram [stages, bins, frames] at each growth step, on one dB scale (80 dB
+    down from `vmax_db`), with time in seconds, the rows labelled `bin_label`, and a colour bar."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(stages), figsize=(2.2 * len(stages), 2.8),
-                             constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(stages), figsize=(2.2 * len(stages) + 1.2, 3.0),
+                             constrained_layout=True, squeeze=False, sharey=True)
+    seconds = stages.shape[-1] * contract.hop_length / contract.sample_rate
     for axis, stage, step in zip(axes[0], stages, stage_steps, strict=True):
-        axis.imshow(_db(stage, contract), origin="lower", aspect="auto", cmap="magma",
-                    vmin=vmax_db - 80.0, vmax=vmax_db)
-        axis.set(title=f"step {step}", xticks=[], yticks=[])
-    fig.savefig(path, dpi=100)
+        image = axis.imshow(_db(stage, contract), origin="lower", aspect="auto", cmap="magma",
+                            vmin=vmax_db - metrics.TOP_DB, vmax=vmax_db,
+                            extent=(0, seconds, 0, stage.shape[0]))
+        axis.set(title=f"step {step}", xlabel="s")
+    axes[0, 0].set(ylabel=bin_label)
+    fig.colorbar(image, ax=axes[0, -1], label="dB")
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
 
 
 def growth_animation(path: str | os.PathLike | BinaryIO, stages: np.ndarray,
                      stage_steps: list[int], contract: SpectralContract, vmax_db: float,
-                     frame_seconds: float) -> None:
+                     frame_seconds: float, bin_label: str = "mel band") -> None:
     """An animated GIF of the grown log-mel [stages, n_mels, frames], one frame per stage shown
     for `frame_seconds` (the last held twice as long), on one dB scale."""
     from PIL import Image
@@ -100,7 +106,7 @@ def growth_animation(path: str | os.PathLike | BinaryIO, stages: np.ndarray,
                     extent=(0, stage.shape[1] * contract.hop_length / contract.sample_rate, 0,
                             stage.shape[0]))
         axis.set(title=f"growth step {step} of {stage_steps[-1]}", xlabel="s",
-                 ylabel="mel band")
+                 ylabel=bin_label)
         fig.canvas.draw()
         images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]))
         plt.close(fig)
@@ -127,7 +133,7 @@ def training_curve(path: str | os.PathLike | BinaryIO, records: list[dict]) -> N
 
 
 def log_mel_panels(path: str | os.PathLike, target_audio: np.ndarray,
-                   rows: dict[str, np.ndarray], contract: SpectralContract) -> None:
+                   rows: dict[str, np.ndarray], contract: MelContract) -> None:
     """The recording's log-mel and that of each named audio in `rows`, side by side on one
     dB scale (80 dB below the recording's peak), each titled with its mel L1 and MR-STFT."""
     plt = _pyplot()

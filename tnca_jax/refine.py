@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from tnca_jax import metrics
-from tnca_jax.contract import SpectralContract
+from tnca_jax.contract import MelContract
 
 HARMONIC_SIGMA_BANDS = 2.0
 
@@ -60,7 +60,7 @@ class Refinement:
 NO_REFINEMENT = Refinement()
 
 
-def postprocess(log_mel: np.ndarray, contract: SpectralContract, refinement: Refinement
+def postprocess(log_mel: np.ndarray, contract: MelContract, refinement: Refinement
                 ) -> np.ndarray:
     """The enabled post-processing of `refinement` on log-mels [..., n_mels, frames]; the
     result stays in the contract's log range."""
@@ -110,7 +110,7 @@ class Selection:
 
 
 def select(reference: np.ndarray, candidates: np.ndarray, seeds: list[int],
-           contract: SpectralContract, metric: str) -> Selection:
+           contract: MelContract, metric: str) -> Selection:
     """Score candidate waveforms [N, samples] against `reference`; keep the best."""
     scores = [getattr(metrics.compare(reference, audio, contract, only={metric}), metric)
               for audio in candidates]

@@ -14,25 +14,31 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 import os
 from pathlib import Path
 
 from tnca_jax import metrics, plots
-from tnca_jax.generate import RUN_FILE
-from tnca_jax.growth import GROWTH_GIF, GROWTH_WAV
-from tnca_jax.train import TRAIN_LOG
-from tnca_jax.workdir import replacing
+from tnca_jax.workdir import (
+    CEILING_WAV,
+    COMPARISON_PNG,
+    GENERATED_WAV,
+    GROWTH_GIF,
+    GROWTH_PNG,
+    GROWTH_WAV,
+    REPORT_FILE,
+    TARGET_WAV,
+    TRAIN_LOG,
+    Workdir,
+)
 
-REPORT_FILE = "report.html"
 SECTIONS = (("generated", "generated"), ("ceiling", "ceiling"),
             ("static_baseline", "static baseline"))
 PLAYERS = (
-    ("target.wav", "target", "the recording the TNCA learned"),
-    ("generated.wav", "generated", "the grown note, vocoded"),
-    ("ceiling.wav", "ceiling", "the vocoder on the recording's own spectrogram: the best a "
-                               "grown spectrogram can sound through this vocoder"),
+    (TARGET_WAV, "target", "the recording the TNCA learned"),
+    (GENERATED_WAV, "generated", "the grown note, vocoded"),
+    (CEILING_WAV, "ceiling", "the vocoder on the recording's own spectrogram: the best a "
+                             "grown spectrogram can sound through this vocoder"),
 )
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222;
@@ -65,23 +71,10 @@ def format_value(value: float | None) -> str:
     return f"{value:.4g}"
 
 
-def _training_records(workdir: Path) -> list[dict]:
-    path = workdir / TRAIN_LOG
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:  # a line cut short by a killed run
-            continue
-    return records
-
-
-def _players(workdir: Path) -> str:
+def _players(workdir: Workdir) -> str:
     cells = []
     for name, label, about in PLAYERS:
-        path = workdir / name
+        path = workdir.file(name)
         if not path.exists():
             cells.append(f'<div class="player"><b>{label}</b><p class="muted">{name} missing: '
                          "run <code>--mode=evaluate</code> to write it</p></div>")
@@ -140,20 +133,15 @@ def _best_of(report: dict) -> str:
 
 def render_page(workdir: str | os.PathLike) -> str:
     """The report page of a workdir as one HTML string (see the module docstring)."""
-    workdir = Path(workdir)
-    metrics_path = workdir / metrics.METRICS_FILE
-    if not metrics_path.exists():
-        raise FileNotFoundError(f"{workdir} has no {metrics.METRICS_FILE}: train there, or run "
-                                "--mode=evaluate, before writing its report")
-    report = json.loads(metrics_path.read_text())
-    run = json.loads((workdir / RUN_FILE).read_text()) if (workdir / RUN_FILE).exists() else {}
-    config = run.get("config", {})
-    records = _training_records(workdir)
+    workdir = Workdir(workdir)
+    report = workdir.read_metrics()
+    audio_path = workdir.read_run().config.get("audio_path", "?") if workdir.has_run() else "?"
+    records = workdir.read_log()
     generated, ceiling = report["generated"], report["ceiling"]
 
     sections = [
-        f"<h1>tnca_jax report: {html.escape(workdir.name)}</h1>",
-        f'<p class="muted">Recording <code>{html.escape(str(config.get("audio_path", "?")))}'
+        f"<h1>tnca_jax report: {html.escape(workdir.path.name)}</h1>",
+        f'<p class="muted">Recording <code>{html.escape(str(audio_path))}'
         f"</code> ({report['target_seconds']:.2f} s), contract <code>{report['contract']}"
         f"</code>, vocoder <code>{report['vocoder']}</code>"
         + (f", {records[-1]['step']} training iterations" if records else "") + ".</p>",
@@ -168,18 +156,18 @@ def render_page(workdir: str | os.PathLike) -> str:
         '<p class="muted">Waveforms and RMS envelopes (top); log-mel spectrograms of both '
         "waveforms on one dB scale, and their difference (bottom). The mean |difference| is "
         "the generated note's mel L1.</p>",
-        _image((workdir / "comparison.png").read_bytes(), "image/png", "comparison"),
+        _image(workdir.file(COMPARISON_PNG).read_bytes(), "image/png", "comparison"),
         "<h2>Growth</h2>",
         '<p class="muted">The grown log-mel at successive growth steps, from the seed columns '
         "to the final note.</p>",
-        _image((workdir / "growth.png").read_bytes(), "image/png", "growth strip"),
+        _image(workdir.file(GROWTH_PNG).read_bytes(), "image/png", "growth strip"),
     ]
-    if (workdir / GROWTH_WAV).exists() and (workdir / GROWTH_GIF).exists():
+    if workdir.file(GROWTH_WAV).exists() and workdir.file(GROWTH_GIF).exists():
         sections += [
             '<p>Hear it grow (each stage vocoded, joined by short crossfades):</p>',
             f'<audio controls preload="auto" data-name="growth" '
-            f'src="{_data_uri((workdir / GROWTH_WAV).read_bytes(), "audio/wav")}"></audio>',
-            _image((workdir / GROWTH_GIF).read_bytes(), "image/gif", "growth animation")]
+            f'src="{_data_uri(workdir.file(GROWTH_WAV).read_bytes(), "audio/wav")}"></audio>',
+            _image(workdir.file(GROWTH_GIF).read_bytes(), "image/gif", "growth animation")]
     else:
         sections.append('<p class="muted">Run <code>--mode=growth</code> to hear and watch '
                         "the note grow.</p>")
@@ -200,16 +188,13 @@ def render_page(workdir: str | os.PathLike) -> str:
     body = "\n".join(sections)
     return ('<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
             '<link rel="icon" href="data:,">'
-            f"<title>tnca_jax report: {html.escape(workdir.name)}</title>"
+            f"<title>tnca_jax report: {html.escape(workdir.path.name)}</title>"
             f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
 
 
 def write_report(workdir: str | os.PathLike) -> Path:
     """Write `workdir/report.html`; returns its path."""
-    path = Path(workdir) / REPORT_FILE
-    with replacing(path) as tmp:
-        tmp.write_text(render_page(workdir), encoding="utf-8")
-    return path
+    return Workdir(workdir).write_text(REPORT_FILE, render_page(workdir))
 
 
 class ReportView:

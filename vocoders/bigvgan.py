@@ -14,7 +14,8 @@ import io
 import warnings
 from pathlib import Path
 
-from tnca_jax.contract import SpectralContract
+from tnca_jax.contract import MelContract
+from tnca_jax.errors import MissingExtraError, MissingFileError, VocoderError
 from vocoders.base import contract_from_config, read_config
 from vocoders.torch_bridge import INSTALL_HINT, TorchVocoder, import_torch, load_generator_state
 
@@ -39,7 +40,7 @@ V2_512X_UPSAMPLING = {"upsample_rates": [8, 4, 2, 2, 2, 2],
                       "upsample_kernel_sizes": [16, 8, 4, 4, 4, 4]}
 
 
-def v2_config(contract: SpectralContract, **generator) -> dict:
+def v2_config(contract: MelContract, **generator) -> dict:
     """A BigVGAN v2 config.json for a BigVGAN contract (a preset), with generator values
     overridden by `generator` (e.g. upsample_initial_channel=64 for a tiny test model)."""
     upsampling = V2_512X_UPSAMPLING if contract.hop_length == 512 else {}
@@ -54,8 +55,8 @@ def _import_bigvgan():
         from bigvgan.bigvgan import BigVGAN
         from bigvgan.env import AttrDict
     except ImportError as err:
-        raise ImportError(f"the bigvgan vocoder needs the bigvgan package: {INSTALL_HINT}"
-                          ) from err
+        raise MissingExtraError(f"the bigvgan vocoder needs the bigvgan package: "
+                                f"{INSTALL_HINT}") from err
     return BigVGAN, AttrDict
 
 
@@ -66,11 +67,11 @@ def _fetch(path: str) -> tuple[Path, str]:
     if local.is_dir():
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             if not (local / name).is_file():
-                raise FileNotFoundError(f"BigVGAN directory {local} has no {name} (it needs "
+                raise MissingFileError(f"BigVGAN directory {local} has no {name} (it needs "
                                         f"{CONFIG_FILE} and {WEIGHTS_FILE})")
         return local, local.resolve().name
     if local.exists() or path.startswith((".", "/", "~")) or path.count("/") != 1:
-        raise FileNotFoundError(f"no BigVGAN directory {path} (a directory with {CONFIG_FILE} "
+        raise MissingFileError(f"no BigVGAN directory {path} (a directory with {CONFIG_FILE} "
                                 f"and {WEIGHTS_FILE}, or a hub id like "
                                 "nvidia/bigvgan_v2_24khz_100band_256x)")
     from huggingface_hub import hf_hub_download
@@ -79,7 +80,7 @@ def _fetch(path: str) -> tuple[Path, str]:
         files = [hf_hub_download(repo_id=path, filename=name)
                  for name in (CONFIG_FILE, WEIGHTS_FILE)]
     except Exception as err:  # Offline, unknown id, network: all mean "not available".
-        raise FileNotFoundError(f"no local directory {path}, and the Hugging Face hub could "
+        raise MissingFileError(f"no local directory {path}, and the Hugging Face hub could "
                                 f"not provide it ({type(err).__name__}: {err})") from None
     return Path(files[0]).parent, path.split("/")[1]
 
@@ -123,7 +124,7 @@ def from_config(config: dict, *, name: str, state_dict: dict | None = None,
                 try:
                     model.load_state_dict(state_dict)
                 except RuntimeError as err:
-                    raise ValueError(f"BigVGAN {name!r}: the weights do not fit its config "
+                    raise VocoderError(f"BigVGAN {name!r}: the weights do not fit its config "
                                      f"({err})") from None
     return TorchVocoder("bigvgan", model, contract)
 

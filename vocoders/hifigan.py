@@ -19,6 +19,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from tnca_jax.errors import MissingFileError, VocoderError
 from vocoders.base import contract_from_config, read_config
 from vocoders.torch_bridge import TorchVocoder, import_torch, load_generator_state
 
@@ -85,7 +86,7 @@ class Generator(nn.Module):
     def __init__(self, config: Mapping):
         super().__init__()
         if config["resblock"] not in ("1", "2"):
-            raise ValueError(f"HiFi-GAN resblock must be '1' or '2', got {config['resblock']!r}")
+            raise VocoderError(f"HiFi-GAN resblock must be '1' or '2', got {config['resblock']!r}")
         channels = config["upsample_initial_channel"]
         self.num_kernels = len(config["resblock_kernel_sizes"])
         self.conv_pre = nn.Conv1d(config["num_mels"], channels, 7, padding=3)
@@ -130,15 +131,15 @@ def _checkpoint(path: Path) -> Path:
     if path.is_file():
         return path
     if not path.is_dir():
-        raise FileNotFoundError(f"no HiFi-GAN checkpoint or directory {path}")
+        raise MissingFileError(f"no HiFi-GAN checkpoint or directory {path}")
     found = sorted(p for p in path.iterdir()
                    if p.is_file() and (p.name.startswith("generator")
                                        or re.fullmatch(r"g_\d+", p.name)))
     if not found:
-        raise FileNotFoundError(f"HiFi-GAN directory {path} has no generator checkpoint (a file "
+        raise MissingFileError(f"HiFi-GAN directory {path} has no generator checkpoint (a file "
                                 f"named generator* or g_<step>, beside {CONFIG_FILE})")
     if len(found) > 1:
-        raise ValueError(f"HiFi-GAN directory {path} holds {len(found)} generator checkpoints "
+        raise VocoderError(f"HiFi-GAN directory {path} holds {len(found)} generator checkpoints "
                          f"({', '.join(p.name for p in found)}); pass the one to use")
     return found[0]
 
@@ -149,17 +150,17 @@ def load(path: str) -> TorchVocoder:
     checkpoint = _checkpoint(Path(path).expanduser())
     config_file = checkpoint.parent / CONFIG_FILE
     if not config_file.is_file():
-        raise FileNotFoundError(f"HiFi-GAN checkpoint {checkpoint} has no {CONFIG_FILE} beside it")
+        raise MissingFileError(f"HiFi-GAN checkpoint {checkpoint} has no {CONFIG_FILE} beside it")
     config = read_config(config_file)
     missing = [key for key in V1 if key not in config]
     if missing:
-        raise ValueError(f"{config_file} lacks {', '.join(missing)}: not a HiFi-GAN config")
+        raise VocoderError(f"{config_file} lacks {', '.join(missing)}: not a HiFi-GAN config")
     name = checkpoint.parent.resolve().name
     contract = contract_from_config(config, name, f"HiFi-GAN config {config_file}")
     generator = Generator(config)
     try:
         generator.load_state_dict(fold_weight_norm(load_generator_state(checkpoint)))
     except RuntimeError as err:
-        raise ValueError(f"HiFi-GAN {checkpoint}: the weights do not fit {config_file} ({err})"
+        raise VocoderError(f"HiFi-GAN {checkpoint}: the weights do not fit {config_file} ({err})"
                          ) from None
     return TorchVocoder("hifigan", generator, contract)

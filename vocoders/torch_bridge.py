@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tnca_jax.contract import SpectralContract
-from vocoders.base import check_input
+from tnca_jax.contract import MelContract, SpectralContract
+from tnca_jax.errors import MissingExtraError, VocoderError
+from tnca_jax.inverse import check_input
 
 if TYPE_CHECKING:
     import torch
@@ -31,11 +32,11 @@ INSTALL_HINT = ('pip install torch==2.13.0 -e ".[vocoders]" (pin torch to the bu
 
 
 def import_torch() -> ModuleType:
-    """The torch module, or an ImportError that says how to install it."""
+    """The torch module, or a MissingExtraError that says how to install it."""
     try:
         import torch
     except ImportError as err:
-        raise ImportError(f"this vocoder needs PyTorch: {INSTALL_HINT}") from err
+        raise MissingExtraError(f"this vocoder needs PyTorch: {INSTALL_HINT}") from err
     return torch
 
 
@@ -82,7 +83,7 @@ class TorchVocoder:
     under `torch.inference_mode()` on the input's device (moved there on first use).
     """
 
-    def __init__(self, name: str, generator: torch.nn.Module, contract: SpectralContract):
+    def __init__(self, name: str, generator: torch.nn.Module, contract: MelContract):
         self.name = name
         self.contract = contract
         self.generator = generator.eval().requires_grad_(False)
@@ -99,13 +100,22 @@ class TorchVocoder:
 
 def load_generator_state(path: str | os.PathLike) -> dict:
     """The generator's state dict from a checkpoint holding {"generator": state_dict} (the
-    format of HiFi-GAN and BigVGAN), loaded on the CPU without unpickling code."""
+    format of HiFi-GAN and BigVGAN), loaded on the CPU without unpickling code.
+
+    Raises VocoderError naming the file for an empty, truncated or corrupt checkpoint, or one
+    that holds no generator.
+    """
     torch = import_torch()
+    if os.path.getsize(path) == 0:
+        raise VocoderError(f"{path} is empty (0 bytes): copy or download the checkpoint again")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError) as err:
-        raise ValueError(f"{path} is not a readable torch checkpoint ({err})") from None
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as err:
+        # torch's own text suggests weights_only=False (unpickling arbitrary code): not ours.
+        raise VocoderError(f"{path} is not a readable torch checkpoint (truncated, corrupt or "
+                           f"another format: {type(err).__name__}); copy or download it again"
+                           ) from None
     if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("generator"), dict)):
-        raise ValueError(f"{path} holds no 'generator' state dict: not a HiFi-GAN/BigVGAN "
-                         "generator checkpoint")
+        raise VocoderError(f"{path} holds no 'generator' state dict: not a HiFi-GAN/BigVGAN "
+                           "generator checkpoint")
     return checkpoint["generator"]

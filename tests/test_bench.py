@@ -1,0 +1,64 @@
+"""Every bench script runs end to end at a tiny size and prints the JSON it promises."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def run_bench(module: str, *args: str) -> list[dict]:
+    done = subprocess.run([sys.executable, "-m", f"bench.{module}", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def test_throughput_compares_tnca_jax_with_the_torch_reference():
+    pytest.importorskip("torch")
+    rows = {row["impl"]: row for row in run_bench(
+        "throughput", "--bands", "16", "--frames", "16", "--batch", "2", "--steps", "4",
+        "--iterations", "1", "--no-compile")}
+    assert set(rows) == {"tnca_jax", "torch_eager", "ratio", "generate_4s"}
+    for impl in ("tnca_jax", "torch_eager"):
+        assert rows[impl]["cell_updates_per_s"] > 0 and rows[impl]["peak_memory_bytes"] > 0
+    assert rows["ratio"]["ratio"] == pytest.approx(
+        rows["tnca_jax"]["cell_updates_per_s"] / rows["torch_eager"]["cell_updates_per_s"])
+    assert rows["generate_4s"]["frames"] == 172 and rows["generate_4s"]["seconds"] > 0
+
+
+def test_refinement_scores_best_of_n_and_every_postprocessing(trained_workdir, tmp_path):
+    results = tmp_path / "refinement.json"
+    rows = run_bench("refinement", f"--workdir={trained_workdir}", "--groups=1", "--n=2",
+                     f"--results={results}")
+    summary = json.loads(results.read_text())
+    assert {row["option"] for row in rows if "option" in row} == set(summary["postprocessing"])
+    assert summary["n"] == 2 and len(summary["candidates"]["none"][0]) == 2
+    best = summary["best_of"]["mel_l1_db"]
+    assert best["kept"]["mel_l1_db"] <= best["mean"]["mel_l1_db"] <= max(
+        row["mel_l1_db"] for row in summary["candidates"]["none"][0])
+
+
+def test_representations_measures_each_row_beside_its_ceiling(tmp_path):
+    rows = run_bench("representations", "--rows=mel,mag_if+audio", "--iterations=1",
+                     "--max-seconds=0.3", f"--workdir={tmp_path}")
+    by_row = {row["row"]: row for row in rows if "row" in row}
+    assert set(by_row) == {"mel", "mag_if+audio"}
+    assert by_row["mag_if+audio"]["ceiling"]["mrstft"] < 0.01  # exact inverse
+    assert "true_magnitude_grown_phase" in by_row["mag_if+audio"]
+    summary = rows[-1]
+    assert summary["mrstft_ratio_mel_over_mag_if_audio"] == pytest.approx(
+        by_row["mel"]["generated"]["mrstft"] / by_row["mag_if+audio"]["generated"]["mrstft"])
+    assert (tmp_path / "representations.png").stat().st_size > 0
+
+
+def test_vocoder_bridge_times_bigvgan_direct_and_through_the_bridge():
+    pytest.importorskip("bigvgan")
+    rows = {row["impl"]: row for row in run_bench(
+        "vocoder_bridge", "--channels=64", "--seconds=0.05", "--repeats=1")}
+    assert rows["direct"]["s_per_audio_s"] > 0 and rows["bridge"]["s_per_audio_s"] > 0
+    assert rows["overhead"]["dlpack_round_trip_us"] > 0
