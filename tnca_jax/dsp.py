@@ -152,7 +152,7 @@ def fast_griffin_lim(mag: jax.Array, contract: SpectralContract, key: jax.Array,
         mag, angles, previous = carry
         rebuilt = stft(istft(mag * angles, contract, num_samples), contract)
         if mel is not None:
-            current = jnp.abs(rebuilt)
+            current = magnitude(rebuilt)
             ratio = mel / (jnp.einsum("mf,...ft->...mt", basis, current**power) + 1e-20)
             mag = current * jnp.einsum("fm,...mt->...ft", share, ratio) ** (1.0 / power)
         angles = rebuilt - alpha * previous
