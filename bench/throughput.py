@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import time
 
 import jax
@@ -28,13 +29,15 @@ def _peak_memory_bytes() -> int:
 
 
 def _time(fn, iterations: int, sync) -> float:
-    """Mean seconds per call after one warm-up call."""
+    """Median seconds per call over `iterations` calls, each synchronised, after one warm-up
+    call (the median resists a stray slow call on a shared machine)."""
     sync(fn())
-    start = time.perf_counter()
+    times = []
     for _ in range(iterations):
-        out = fn()
-    sync(out)
-    return (time.perf_counter() - start) / iterations
+        start = time.perf_counter()
+        sync(fn())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def bench_tnca(args) -> dict:
@@ -117,7 +120,7 @@ def bench_generate(args) -> dict:
     def one():
         return vocoder(grow_and_shape(params, jax.random.key(0)), contract=contract)
 
-    seconds = _time(one, max(args.iterations // 2, 2), jax.block_until_ready)
+    seconds = _time(one, max(args.iterations // 2, 3), jax.block_until_ready)
     return {"impl": "generate_4s", "seconds": seconds, "frames": frames,
             "growth_steps": 64, "griffinlim_iterations": vocoder.iterations,
             "cell_updates_per_s": 64 * frames * contract.n_mels / seconds}
@@ -140,7 +143,7 @@ def main() -> None:
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     args = parser.parse_args()
     if args.small:
-        args.bands, args.frames, args.batch, args.steps, args.iterations = 64, 64, 4, 32, 3
+        args.bands, args.frames, args.batch, args.steps, args.iterations = 64, 64, 4, 32, 9
     if args.prototype:
         args.bands, args.frames, args.batch, args.steps = 80, 89, 1, 96
 

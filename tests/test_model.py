@@ -9,10 +9,13 @@ from tnca_jax.model import (
     CLOCK,
     TNCA,
     VALUE,
+    _step_forward,
     alive_mask,
     grow,
     grow_stages,
+    growth_step,
     perceive,
+    perceive_transpose,
     seed_state,
 )
 
@@ -62,7 +65,7 @@ def test_scanned_rollout_equals_a_python_loop_of_steps():
     graphdef, params = nnx.split(model)
     start = seed_state(8, 12, 6, batch=2)
     key = jax.random.key(3)
-    scanned, _ = jax.jit(grow, static_argnums=(0, 4))(graphdef, params, start, key, 10)
+    scanned = jax.jit(grow, static_argnums=(0, 4))(graphdef, params, start, key, 10)
     state = start
     for i in range(10):
         state = model(state, jax.random.fold_in(key, i))
@@ -70,13 +73,15 @@ def test_scanned_rollout_equals_a_python_loop_of_steps():
     assert float(jnp.abs(scanned - start).max()) > 0.01  # it did grow something
 
 
-def test_snapshot_is_the_state_at_the_sampled_step_and_stages_continue_the_growth():
+def test_growth_stops_after_the_active_steps_and_stages_continue_the_growth():
     model = _random_model()
     graphdef, params = nnx.split(model)
     start, key = seed_state(8, 12, 6), jax.random.key(0)
-    final, snapshot = grow(graphdef, params, start, key, 9, snapshot_step=4)
-    four, _ = grow(graphdef, params, start, key, 4)
-    np.testing.assert_allclose(np.asarray(snapshot), np.asarray(four), atol=1e-6)
+    stopped = grow(graphdef, params, start, key, 9, active_steps=jnp.asarray(4))
+    four = grow(graphdef, params, start, key, 4)
+    np.testing.assert_array_equal(np.asarray(stopped), np.asarray(four))
+    final = grow(graphdef, params, start, key, 9)
+    assert not np.allclose(np.asarray(final), np.asarray(four))
     stages = grow_stages(graphdef, params, start, key, 9, num_stages=3)
     np.testing.assert_allclose(np.asarray(stages[-1]), np.asarray(model.spectrogram(final)),
                                atol=1e-5)
@@ -86,5 +91,43 @@ def test_zero_initialised_update_leaves_the_seed_unchanged():
     model = TNCA(8, channels=6, hidden=16, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model)
     seed = seed_state(8, 12, 6)
-    grown, _ = grow(graphdef, params, seed, jax.random.key(0), 5)
+    grown = grow(graphdef, params, seed, jax.random.key(0), 5)
     np.testing.assert_array_equal(np.asarray(grown), np.asarray(seed))
+
+
+def test_perceive_transpose_is_the_adjoint_of_perceive():
+    a = jax.random.normal(jax.random.key(0), (2, 7, 9, 5))
+    b = jax.random.normal(jax.random.key(1), (2, 7, 9, 20))
+    assert float(jnp.vdot(perceive(a), b)) == pytest.approx(
+        float(jnp.vdot(a, perceive_transpose(b))), rel=1e-5)
+
+
+def test_the_written_out_gradient_equals_autodiff_over_a_rollout():
+    """growth_step's hand-written backward pass against JAX's autodiff of the same forward,
+    through 6 scanned steps with cells dying and firing at random."""
+    model = _random_model()
+    weights = model.update_rule.weights._replace(
+        band_embedding=0.1 * jax.random.normal(jax.random.key(4), (8, 16)))
+    start = seed_state(8, 12, 6, batch=2) + 0.05 * jax.random.normal(jax.random.key(5),
+                                                                      (2, 8, 12, 6))
+    target = jax.random.normal(jax.random.key(6), start.shape)
+
+    def loss(weights, state, step):
+        def body(current, i):
+            return step(weights, current, jax.random.fold_in(jax.random.key(7), i)), None
+
+        return jnp.sum(jax.lax.scan(body, state, jnp.arange(6))[0] * target)
+
+    def written(weights, state, key):
+        return growth_step(weights, state, key, 0.5)
+
+    def autodiff(weights, state, key):
+        return _step_forward(weights, state, key, 0.5)[0]
+
+    assert float(loss(weights, start, written)) == float(loss(weights, start, autodiff))
+    ours = jax.grad(loss, argnums=(0, 1))(weights, start, written)
+    reference = jax.grad(loss, argnums=(0, 1))(weights, start, autodiff)
+    for mine, theirs in zip(jax.tree.leaves(ours), jax.tree.leaves(reference), strict=True):
+        assert float(jnp.abs(theirs).max()) > 0
+        np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), rtol=1e-4,
+                                   atol=1e-5 * float(jnp.abs(theirs).max()))

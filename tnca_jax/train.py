@@ -141,8 +141,8 @@ def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
         steps = jax.random.randint(steps_key, (), train_config.min_steps, max_steps + 1)
 
         def loss_fn(params):
-            _, grown = grow(model_def, params, batch, grow_key, max_steps, snapshot_step=steps,
-                            remat=train_config.remat)
+            grown = grow(model_def, params, batch, grow_key, max_steps, active_steps=steps,
+                         remat=train_config.remat)
             shown = nnx.merge(model_def, params).spectrogram(grown)
             loss = tnca_loss(shown, grown, target, weights, audio_key)
             return loss, (grown, jnp.mean(jnp.abs(shown[:, 0] - target.unit[0])))
