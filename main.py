@@ -1,7 +1,26 @@
-"""Train a TNCA on a recording and render it.
+"""Train a TNCA on a recording, grow the note, render it and measure it against the recording.
 
   python main.py --config=configs/violin.py:quick --workdir=runs/violin
+
+Configs are Python files returning an ml_collections ConfigDict (configs/violin.py); a
+":variant" after the file picks one (configs/violin.py:quick for a 2-core CPU). Override any
+value on the command line, e.g.:
+  --config.audio_path=/path/to/note.wav --config.train.iterations=2000
+  --config.generate.best_of=8 --config.vocoder=bigvgan --config.vocoder_path=<dir or hub id>
+(python -c "from configs.violin import get_config; print(get_config())" lists them all.)
+
+Modes (--mode), each in --workdir:
+  train     train on the recording, then render, measure and write report.html (default)
+  evaluate  grow, render, measure and report a trained workdir again
+  growth    growth.wav and growth.gif of a trained workdir: hear and watch it grow
+  ceiling   the vocoder on the recording's own features, before any training
+  generate  render a trained workdir with --config.vocoder (same contract)
+
+Progress and one line per stage go to stderr, the JSON summary to stdout. Bad input stops
+with one "error:" line and exit status 2 (--debug shows the traceback).
 """
+
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -12,7 +31,7 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration (configs/*.py[:variant]).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, audio, metrics and figures.")
-flags.DEFINE_enum("mode", "train", list(cli.MODE_HELP), "What to do in the workdir.")
+flags.DEFINE_enum("mode", "train", list(cli.MODE_NAMES), "What to do in the workdir (above).")
 flags.DEFINE_bool("debug", False, "Show the full traceback on errors.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -26,4 +45,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    if {"-h", "--help", "-help", "--helpshort"} & set(sys.argv[1:]):
+        app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
     app.run(main)

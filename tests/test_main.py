@@ -22,8 +22,20 @@ def test_three_step_training_run_of_main(tmp_path):
     result = run_main("--config=configs/violin.py:quick", f"--workdir={workdir}",
                       *QUICK_3_STEPS)
     assert result.returncode == 0, result.stderr[-2000:]
-    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    summary = json.loads(result.stdout)  # stdout holds the JSON summary alone
     assert summary["generated"]["mel_l1_db"] > 0
+    # stderr: one line per stage with its time, warnings, the timings, the headline figures.
+    stages = [line.split()[0].strip("[") for line in result.stderr.splitlines()
+              if line.startswith("[")]
+    assert stages == ["load", "train", "render", "measure", "report"]
+    lines = result.stderr.splitlines()
+    assert any(line.startswith("stages: load ") for line in lines)
+    done = lines[-1]
+    assert done.startswith("done in ") and done.endswith(f"open {workdir / 'report.html'}")
+    assert f"mel L1 {summary['generated']['mel_l1_db']:.2f} dB" in done
+    # Three iterations learn no time structure: the run says so.
+    assert any(line.startswith("warning: the generated note is no better than the static "
+                               "baseline") for line in lines), result.stderr
     for name in ("target.wav", "generated.wav", "metrics.json", "comparison.png", "growth.png"):
         assert (workdir / name).exists()
     lines = (workdir / "train_metrics.jsonl").read_text().splitlines()
@@ -53,3 +65,17 @@ def test_silent_audio_is_refused(tmp_path):
                       f"--config.audio_path={silent}")
     assert result.returncode == 2 and "is silent" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_help_is_fast_useful_and_exits_0():
+    import time
+
+    from tnca_jax import cli
+    from tnca_jax.modes import MODES
+
+    assert set(cli.MODE_NAMES) == set(MODES)
+    start = time.perf_counter()
+    result = run_main("--help")
+    assert result.returncode == 0 and time.perf_counter() - start < 10
+    for text in ("--config.train.iterations", "configs/violin.py:quick", *MODES):
+        assert text in result.stdout

@@ -16,14 +16,9 @@ import ml_collections
 
 from tnca_jax.errors import UserError
 
-# What each mode does, for --help (the functions live in tnca_jax.modes).
-MODE_HELP = {
-    "train": "train on --config.audio_path, then render, measure and write report.html",
-    "evaluate": "grow, render, measure and report a trained workdir again",
-    "growth": "growth.wav and growth.gif of a trained workdir: hear and watch it grow",
-    "ceiling": "the vocoder on the recording's own features, before any training",
-    "generate": "render a trained workdir with --config.vocoder (same contract)",
-}
+# The modes of tnca_jax.modes.MODES, named here so that main.py's flags need not import them
+# (main.py's docstring says what each does).
+MODE_NAMES = ("train", "evaluate", "growth", "ceiling", "generate")
 
 
 def run(mode: str, config: ml_collections.ConfigDict, workdir: str, *,

@@ -242,11 +242,11 @@ def _step_backward(fire_rate, residuals, grad):
 
     grad_hidden = jnp.where(hidden > 0, (grad_delta @ weights.out_kernel.T).reshape(
         hidden.shape), 0.0)
-    grad_hidden_flat = grad_hidden.reshape(cells, -1)
+    grad_band = grad_hidden.sum(axis=(0, 2))  # [F, H]; summed over bands: the bias's
     weights_grad = UpdateWeights(
-        hidden_kernel=weight_grad(perception.reshape(cells, -1), grad_hidden_flat),
-        hidden_bias=grad_hidden_flat.sum(axis=0),
-        band_embedding=grad_hidden.sum(axis=(0, 2)),
+        hidden_kernel=weight_grad(perception.reshape(cells, -1), grad_hidden.reshape(cells, -1)),
+        hidden_bias=grad_band.sum(axis=0),
+        band_embedding=grad_band,
         out_kernel=weight_grad(activation, grad_delta),
         out_bias=grad_delta.sum(axis=0))
     grad_state = grad_updated + perceive_transpose(grad_hidden @ weights.hidden_kernel.T)

@@ -24,6 +24,7 @@ import numpy as np
 from tnca_jax import metrics, plots
 from tnca_jax import report as report_page
 from tnca_jax.checks import check_config
+from tnca_jax.console import Console
 from tnca_jax.contract import measuring_contract
 from tnca_jax.generation import (
     GenerationResult,
@@ -44,6 +45,7 @@ from tnca_jax.workdir import (
     COMPARISON_PNG,
     GENERATED_WAV,
     GROWTH_PNG,
+    METRICS_FILE,
     REPORT_FILE,
     TARGET_WAV,
     Workdir,
@@ -95,31 +97,74 @@ def evaluate(target: Target, result: GenerationResult, inverse: Inverse
     }, ceiling_audio
 
 
+def worse_than_static(report: dict) -> list[str]:
+    """The metrics on which the generated note is worse than the static baseline, each as
+    "name generated vs static" (metrics noted as not meaningful for the run left out)."""
+    worse = []
+    for name in metrics.METRICS:
+        generated, static = report["generated"].get(name), report["static_baseline"].get(name)
+        if generated is None or static is None or name in report["generated"]["notes"]:
+            continue
+        if metrics.badness(name, generated) > metrics.badness(name, static):
+            worse.append(f"{name} {generated:.3g} vs {static:.3g}")
+    return worse
+
+
 def render_and_report(config: ml_collections.ConfigDict, workdir: Workdir, target: Target,
-                      model: TNCA, inverse: Inverse) -> dict:
+                      model: TNCA, inverse: Inverse, console: Console) -> dict:
     """Grow the note as the config says, render, measure and draw it into `workdir`
-    (generated.wav, ceiling.wav, metrics.json, comparison.png, growth.png, report.html);
-    returns the metrics written to metrics.json."""
+    (generated.wav, ceiling.wav, metrics.json, comparison.png, growth.png, report.html), one
+    console stage each, then the closing lines; returns the metrics written to
+    metrics.json."""
     settings = RenderSettings.from_config(config)
-    result = render(model, target.n_frames, inverse, settings, reference=target.audio)
-    workdir.write_wav(GENERATED_WAV, result.audio, result.sample_rate)
-    report, ceiling_audio = evaluate(target, result, inverse)
-    report["refinement"] = settings.refinement.to_dict()
-    workdir.write_wav(CEILING_WAV, ceiling_audio, result.sample_rate)
-    workdir.write_metrics(report)
-    figure = io.BytesIO()
-    plots.comparison(figure, target.audio, result.audio, measuring_contract(target.contract),
-                     title=f"mel L1 {report['generated']['mel_l1_db']:.2f} dB "
-                           f"(ceiling {report['ceiling']['mel_l1_db']:.2f}, static "
-                           f"{report['static_baseline']['mel_l1_db']:.2f})")
-    workdir.write_bytes(COMPARISON_PNG, figure.getvalue())
-    figure = io.BytesIO()
-    vmax = float(np.max(target.contract.to_db(target.features[0])))
-    plots.growth(figure, result.stages, result.stage_steps, target.contract, vmax,
-                 target.representation.bin_label)
-    workdir.write_bytes(GROWTH_PNG, figure.getvalue())
-    report_page.write_report(workdir)
+    with console.stage("render") as stage:
+        result = render(model, target.n_frames, inverse, settings, reference=target.audio)
+        workdir.write_wav(GENERATED_WAV, result.audio, result.sample_rate)
+        stage.detail = (f"{GENERATED_WAV}: {settings.steps} growth steps, best of "
+                        f"{settings.refinement.best_of}, {inverse.name}")
+    with console.stage("measure") as stage:
+        report, ceiling_audio = evaluate(target, result, inverse)
+        report["refinement"] = settings.refinement.to_dict()
+        workdir.write_wav(CEILING_WAV, ceiling_audio, result.sample_rate)
+        workdir.write_metrics(report)
+        stage.detail = f"{METRICS_FILE}: generated, {inverse.name} ceiling, static baseline"
+    with console.stage("report") as stage:
+        figure = io.BytesIO()
+        plots.comparison(figure, target.audio, result.audio,
+                         measuring_contract(target.contract),
+                         title=f"mel L1 {report['generated']['mel_l1_db']:.2f} dB "
+                               f"(ceiling {report['ceiling']['mel_l1_db']:.2f}, static "
+                               f"{report['static_baseline']['mel_l1_db']:.2f})")
+        workdir.write_bytes(COMPARISON_PNG, figure.getvalue())
+        figure = io.BytesIO()
+        vmax = float(np.max(target.contract.to_db(target.features[0])))
+        plots.growth(figure, result.stages, result.stage_steps, target.contract, vmax,
+                     target.representation.bin_label)
+        workdir.write_bytes(GROWTH_PNG, figure.getvalue())
+        page = report_page.write_report(workdir)
+        stage.detail = f"{COMPARISON_PNG}, {GROWTH_PNG}, {REPORT_FILE}"
+    _closing_lines(report, page, console)
     return report
+
+
+def _closing_lines(report: dict, page, console: Console) -> None:
+    """The warnings a run deserves, the timing of each stage, and the headline figures."""
+    generated, ceiling = report["generated"], report["ceiling"]
+    static = report["static_baseline"]
+    if report["temporal_gain"] <= 1.0:
+        console.warn(f"the generated note is no better than the static baseline (mel L1 "
+                     f"{generated['mel_l1_db']:.2f} dB vs {static['mel_l1_db']:.2f} dB: its "
+                     "time structure was not learned); train longer or check the recording")
+    worse = worse_than_static(report)
+    if worse:
+        console.warn(f"worse than the static baseline on {len(worse)} metric(s) (generated "
+                     f"vs static): {'; '.join(worse)}")
+    console.line(console.timing_summary())
+    console.line(f"done in {console.elapsed:.0f} s: mel L1 {generated['mel_l1_db']:.2f} dB "
+                 f"(ceiling {ceiling['mel_l1_db']:.2f}, static baseline "
+                 f"{static['mel_l1_db']:.2f}; temporal gain {report['temporal_gain']:.1f}x), "
+                 f"MR-STFT {generated['mrstft']:.2f} (ceiling {ceiling['mrstft']:.2f}, static "
+                 f"{static['mrstft']:.2f}); open {page}")
 
 
 # ------------------------------------------------------------------------ the modes
@@ -156,20 +201,31 @@ def check_resumable(workdir: Workdir, config: ml_collections.ConfigDict, target:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
                        *, progress: bool = True) -> dict:
     """`--mode=train`: the whole job in `workdir`; returns the metrics written to
-    metrics.json."""
+    metrics.json. With `progress`, stage lines, the progress bar and the closing summary go to
+    stderr."""
+    console = Console(enabled=progress)
     workdir = Workdir(workdir)
-    # Everything that can fail is checked before the first write.
-    check_config(config, device_count=jax.device_count())
-    # The TNCA grows exactly what the vocoder expects: the target under the vocoder's contract.
-    inverse = load_inverse(config_representation_name(config), config.vocoder,
-                           config.vocoder_path, contract=config.contract)
-    target = load_target(config, inverse.representation)
-    check_resumable(workdir, config, target)
-    workdir.prepare()
-    workdir.write_run(config, target.contract, target.n_frames)
-    workdir.write_wav(TARGET_WAV, target.audio, target.contract.sample_rate)
-    model = train(config, workdir, target, progress=progress)
-    return render_and_report(config, workdir, target, model, inverse)
+    with console.stage("load") as stage:
+        # Everything that can fail is checked before the first write.
+        check_config(config, device_count=jax.device_count())
+        # The TNCA grows exactly what the vocoder expects: the target under its contract.
+        inverse = load_inverse(config_representation_name(config), config.vocoder,
+                               config.vocoder_path, contract=config.contract)
+        target = load_target(config, inverse.representation)
+        check_resumable(workdir, config, target)
+        workdir.prepare()
+        workdir.write_run(config, target.contract, target.n_frames)
+        workdir.write_wav(TARGET_WAV, target.audio, target.contract.sample_rate)
+        seconds = len(target.audio) / target.contract.sample_rate
+        stage.detail = (f"{config.audio_path}: {seconds:.2f} s -> {target.representation.name} "
+                        f"grid {target.features.shape[1]} x {target.n_frames} "
+                        f"({target.contract.name})")
+    with console.stage("train") as stage:
+        model = train(config, workdir, target, progress=progress)
+        log = workdir.read_log()
+        stage.detail = (f"{config.train.iterations} iterations, grid L1 "
+                        f"{log[-1]['grid_l1_db']:.2f} dB" if log else "")
+    return render_and_report(config, workdir, target, model, inverse, console)
 
 
 def _trained(config: ml_collections.ConfigDict, workdir: str | os.PathLike
@@ -188,7 +244,8 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | os.PathLi
     post-processing). Writes what `render_and_report` writes; returns a summary.
     """
     run, inverse = _trained(config, workdir)
-    report = render_and_report(config, run.workdir, run.target(), run.model, inverse)
+    report = render_and_report(config, run.workdir, run.target(), run.model, inverse,
+                               Console())
     return {"workdir": str(run.workdir), "report": str(run.workdir.file(REPORT_FILE)),
             "checkpoint_step": run.step, "generated": report["generated"],
             "ceiling": report["ceiling"], "best_of": report["best_of"]}
