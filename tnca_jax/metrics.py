@@ -158,11 +158,13 @@ def log_spectral_distance_db(reference: np.ndarray, generated: np.ndarray,
     return float(np.mean(np.sqrt(np.mean((ref_db - gen_db) ** 2, axis=0))))
 
 
+_mrstft_distance = jax.jit(losses.mrstft_distance, static_argnums=2)  # compiled per length
+
+
 def mrstft(reference: np.ndarray, generated: np.ndarray, sample_rate: int) -> float:
     """`tnca_jax.losses.mrstft_distance` of the aligned signals (the training loss's number)."""
     reference, generated = _align(reference, generated)
-    return float(losses.mrstft_distance(jnp.asarray(reference), jnp.asarray(generated),
-                                        sample_rate))
+    return float(_mrstft_distance(jnp.asarray(reference), jnp.asarray(generated), sample_rate))
 
 
 def _dct_matrix(n: int, first: int, count: int) -> np.ndarray:
