@@ -9,8 +9,8 @@ from tnca_jax.model import (
     CLOCK,
     TNCA,
     VALUE,
-    _step_forward,
     alive_mask,
+    firing_capacity,
     grow,
     grow_stages,
     growth_step,
@@ -102,9 +102,23 @@ def test_perceive_transpose_is_the_adjoint_of_perceive():
         float(jnp.vdot(a, perceive_transpose(b))), rel=1e-5)
 
 
-def test_the_written_out_gradient_equals_autodiff_over_a_rollout():
-    """growth_step's hand-written backward pass against JAX's autodiff of the same forward,
-    through 6 scanned steps with cells dying and firing at random."""
+def dense_step(weights, state, key, fire_rate):
+    """The growth step as Growing NCA writes it: every cell through the MLP, the update kept
+    where the cell fires; differentiated by JAX."""
+    pre_alive = alive_mask(state)
+    hidden = (perceive(state) @ weights.hidden_kernel + weights.hidden_bias
+              + weights.band_embedding[:, None, :])
+    delta = jax.nn.relu(hidden) @ weights.out_kernel + weights.out_bias
+    fire = jax.random.uniform(key, state.shape[:-1])[..., None] < fire_rate
+    updated = state + delta * fire
+    return updated * (pre_alive & alive_mask(updated))
+
+
+@pytest.mark.parametrize("fire_rate", [0.5, 1.0])
+def test_the_step_and_its_written_out_gradient_equal_the_dense_autodiff_step(fire_rate):
+    """growth_step (MLP on the firing cells only, hand-written backward pass) against the dense
+    step differentiated by JAX, through 6 scanned steps with cells dying and firing at
+    random."""
     model = _random_model()
     weights = model.update_rule.weights._replace(
         band_embedding=0.1 * jax.random.normal(jax.random.key(4), (8, 16)))
@@ -114,20 +128,22 @@ def test_the_written_out_gradient_equals_autodiff_over_a_rollout():
 
     def loss(weights, state, step):
         def body(current, i):
-            return step(weights, current, jax.random.fold_in(jax.random.key(7), i)), None
+            key = jax.random.fold_in(jax.random.key(7), i)
+            return step(weights, current, key, fire_rate), None
 
         return jnp.sum(jax.lax.scan(body, state, jnp.arange(6))[0] * target)
 
-    def written(weights, state, key):
-        return growth_step(weights, state, key, 0.5)
-
-    def autodiff(weights, state, key):
-        return _step_forward(weights, state, key, 0.5)[0]
-
-    assert float(loss(weights, start, written)) == float(loss(weights, start, autodiff))
-    ours = jax.grad(loss, argnums=(0, 1))(weights, start, written)
-    reference = jax.grad(loss, argnums=(0, 1))(weights, start, autodiff)
+    assert float(loss(weights, start, growth_step)) == pytest.approx(
+        float(loss(weights, start, dense_step)), rel=1e-6)
+    ours = jax.grad(loss, argnums=(0, 1))(weights, start, growth_step)
+    reference = jax.grad(loss, argnums=(0, 1))(weights, start, dense_step)
     for mine, theirs in zip(jax.tree.leaves(ours), jax.tree.leaves(reference), strict=True):
         assert float(jnp.abs(theirs).max()) > 0
         np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), rtol=1e-4,
                                    atol=1e-5 * float(jnp.abs(theirs).max()))
+
+
+def test_the_firing_capacity_holds_every_firing_cell():
+    assert firing_capacity(100, 1.0) == 100 and firing_capacity(16384, 0.5) < 0.54 * 16384
+    counts = jax.random.binomial(jax.random.key(0), 16384, 0.5, (10000,))
+    assert int(counts.max()) < firing_capacity(16384, 0.5)
