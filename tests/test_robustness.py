@@ -125,8 +125,29 @@ def test_a_file_far_longer_than_the_cap_is_decoded_only_where_used(tmp_path):
         peak_bytes = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert len(audio) == RATE and dominant_hz(audio) == pytest.approx(440.0, abs=1.0)
+    assert 0.75 * RATE <= len(audio) <= RATE  # cut quietly within the cap's last quarter
+    assert dominant_hz(audio) == pytest.approx(440.0, abs=2.0)
     assert peak_bytes < twenty_minutes.nbytes / 8  # decoding it all would take 38 MB
+
+
+def test_a_long_recording_is_cut_at_a_quiet_point_and_faded_out(tmp_path):
+    """A 10 s note with a 50 ms gap at 3.4 s, capped at 4 s: cut in the gap, the last 100 ms
+    faded to silence, and a sentence that says what was kept."""
+    from tnca_jax.audio import load_recording
+
+    note = tone(RATE, seconds=10.0)
+    note[round(3.40 * RATE):round(3.45 * RATE)] = 0.0
+    sf.write(tmp_path / "long.wav", note, RATE, subtype="PCM_16")
+    recording = load_recording(tmp_path / "long.wav", RATE, trim_db=None, max_seconds=4.0)
+    kept = len(recording.audio) / RATE
+    assert 3.40 < kept <= 3.45
+    assert np.max(np.abs(recording.audio[-10:])) < 1e-3  # faded out: no click
+    assert np.max(np.abs(recording.audio[: round(3.2 * RATE)])) > 0.49  # the rest untouched
+    assert recording.cut == (f"{tmp_path / 'long.wav'} has more than 6 s of sound; kept the "
+                             f"first {kept:.2f} s, cut at its quietest point in 3.00-4.00 s with "
+                             "a 100 ms fade-out (--config.max_seconds sets the cap)")
+    whole = load_recording(tmp_path / "long.wav", RATE, trim_db=None, max_seconds=None)
+    assert whole.cut is None and len(whole.audio) == len(note)
 
 
 # ------------------------------------------------------------------ bad input at the CLI

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -13,6 +14,8 @@ from tnca_jax.errors import UserError
 from tnca_jax.files import replacing
 
 SILENCE_DBFS = -60.0  # Peak level under which a file counts as silent.
+FADE_SECONDS = 0.1  # Fade-out where a recording longer than max_seconds is cut.
+CUT_MARGIN_SECONDS = 2.0  # Decoded beyond max_seconds, to find the sound's end and a quiet cut.
 CLIP_LEVEL = 0.999  # A sample at or above this magnitude sits at full scale.
 CLIP_FRACTION = 1e-3  # More samples than this at full scale: the recording clipped.
 # Data sizes that streaming writers leave in a WAV header when the length is unknown.
@@ -25,14 +28,32 @@ class AudioError(UserError, ValueError):
     """Audio that cannot be used as a training target or reference."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Recording:
+    """A recording as loaded: `audio` (mono float32 at the asked rate), how long the trimmed
+    sound was before any cut (`source_seconds`), and how it was cut (`cut`, None if whole)."""
+
+    audio: np.ndarray
+    source_seconds: float
+    cut: str | None = None
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int, *, trim_db: float | None = 60.0,
                max_seconds: float | None = None) -> np.ndarray:
+    """`load_recording(...).audio`: the waveform alone."""
+    return load_recording(path, sample_rate, trim_db=trim_db, max_seconds=max_seconds).audio
+
+
+def load_recording(path: str | os.PathLike, sample_rate: int, *,
+                   trim_db: float | None = 60.0, max_seconds: float | None = None
+                   ) -> Recording:
     """Read a file as mono float32 at `sample_rate`.
 
     Any soundfile-readable file (WAV/FLAC/OGG..., 8/16/24/32-bit or float, any rate and
     channel count): channels are mixed down by averaging; the result is resampled (soxr) to the
     target rate; with `trim_db`, leading and trailing audio more than `trim_db` below the peak
-    is cut; with `max_seconds`, the result is cut to that length, and only about that much of a
+    is cut; with `max_seconds`, longer sound is cut at its quietest point in the last quarter
+    before `max_seconds` and faded out (`cut_quietly`), and only about that much of a
     longer file is decoded (from one second before its first block above the trim level).
 
     Accepted with a logged warning: clipped audio (kept as it is: a clipped recording is still
@@ -61,6 +82,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int, *, trim_db: float | No
             _require_complete(file, path)
             data = _read_used_part(file, path, trim_db, max_seconds)
             file_rate, channels = file.samplerate, file.channels
+            read_all = file.tell() >= file.frames
     except AudioError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
@@ -82,9 +104,37 @@ def load_audio(path: str | os.PathLike, sample_rate: int, *, trim_db: float | No
                          "dBFS); give a recording of a note")
     if trim_db is not None:
         audio, _ = librosa.effects.trim(audio, top_db=trim_db, frame_length=2048, hop_length=512)
-    if max_seconds is not None:
-        audio = audio[: round(max_seconds * sample_rate)]
-    return np.ascontiguousarray(audio, dtype=np.float32)
+    source_seconds = len(audio) / sample_rate
+    cut = None
+    if max_seconds is not None and len(audio) > round(max_seconds * sample_rate):
+        audio, cut = cut_quietly(audio, sample_rate, max_seconds)
+        length = (f"{source_seconds:.2f} s" if read_all
+                  else f"more than {max_seconds + CUT_MARGIN_SECONDS:g} s")
+        cut = f"{path} has {length} of sound; {cut}"
+    return Recording(np.ascontiguousarray(audio, dtype=np.float32), source_seconds, cut)
+
+
+def cut_quietly(audio: np.ndarray, sample_rate: int, max_seconds: float
+                ) -> tuple[np.ndarray, str]:
+    """Cut `audio` to at most `max_seconds` where it is quietest, and fade it out.
+
+    The cut falls at the 20 ms window of least energy among those ending in the last quarter
+    before `max_seconds` (a note's own gap or decay, if it has one there), and the last
+    `FADE_SECONDS` before it fade out on a raised cosine, so that the cut never clicks.
+    Returns the cut audio and a sentence saying what was kept.
+    """
+    window, hop = round(0.02 * sample_rate), round(0.005 * sample_rate)
+    end = round(max_seconds * sample_rate)
+    start = round(0.75 * end)
+    ends = np.arange(max(start, window), end + 1, hop)
+    energy = np.array([np.sum(audio[e - window:e].astype(np.float64) ** 2) for e in ends])
+    cut = int(ends[np.argmin(energy)])
+    kept = audio[:cut].copy()
+    fade = min(round(FADE_SECONDS * sample_rate), cut)
+    kept[cut - fade:] *= (0.5 + 0.5 * np.cos(np.linspace(0, np.pi, fade))).astype(kept.dtype)
+    return kept, (f"kept the first {cut / sample_rate:.2f} s, cut at its quietest point in "
+                  f"{start / sample_rate:.2f}-{max_seconds:.2f} s with a "
+                  f"{FADE_SECONDS * 1000:.0f} ms fade-out (--config.max_seconds sets the cap)")
 
 
 def _require_complete(file, path: Path) -> None:
@@ -114,7 +164,8 @@ def _read_used_part(file, path: Path, trim_db: float | None,
     level = 0.0 if trim_db is None or peaks.size == 0 else peaks.max() * 10 ** (-trim_db / 20)
     onset = int(np.argmax(peaks > level)) if peaks.size else 0
     file.seek(max(onset - 1, 0) * block)
-    frames = -1 if max_seconds is None else round(max_seconds * file.samplerate) + 2 * block
+    frames = (-1 if max_seconds is None
+              else round((max_seconds + CUT_MARGIN_SECONDS) * file.samplerate) + block)
     return file.read(frames, dtype="float32", always_2d=True)
 
 

@@ -220,6 +220,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         stage.detail = (f"{config.audio_path}: {seconds:.2f} s -> {target.representation.name} "
                         f"grid {target.features.shape[1]} x {target.n_frames} "
                         f"({target.contract.name})")
+    if target.cut:
+        console.line(f"note: {target.cut}")
     with console.stage("train") as stage:
         model = train(config, workdir, target, progress=progress)
         log = workdir.read_log()

@@ -27,11 +27,13 @@ class Target:
       audio: mono float32 waveform at the contract's rate, cut to a whole number of frames.
       representation: what the TNCA grows, under its contract.
       features: [n_values, bins, frames] the representation of `audio`, native units.
+      cut: how a recording longer than `max_seconds` was cut (None: used whole).
     """
 
     audio: np.ndarray
     representation: Representation
     features: np.ndarray
+    cut: str | None = None
 
     @property
     def contract(self) -> SpectralContract:
@@ -55,8 +57,9 @@ def load_target(config: ml_collections.ConfigDict,
         representation = get_representation(config_representation_name(config),
                                             get_contract(config.contract))
     contract = representation.contract
-    audio = audio_lib.load_audio(config.audio_path, contract.sample_rate,
-                                 trim_db=config.trim_db, max_seconds=config.max_seconds)
+    recording = audio_lib.load_recording(config.audio_path, contract.sample_rate,
+                                         trim_db=config.trim_db, max_seconds=config.max_seconds)
+    audio = recording.audio
     rate, min_seconds = contract.sample_rate, config.min_seconds
     # Two analysis frames, and more samples than the reflect padding, at the very least.
     frames_needed = max(2 * contract.hop_length, contract.pad + 1) / rate
@@ -69,4 +72,4 @@ def load_target(config: ml_collections.ConfigDict,
             f"{why} {max(min_seconds, frames_needed):.3f} s; give a longer note{fix}")
     audio = audio[: contract.num_samples(contract.num_frames(len(audio)))]
     return Target(audio=audio, representation=representation,
-                  features=np.asarray(representation.features(audio)))
+                  features=np.asarray(representation.features(audio)), cut=recording.cut)
