@@ -199,11 +199,11 @@ def check_resumable(workdir: Workdir, config: ml_collections.ConfigDict, target:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
-                       *, progress: bool = True) -> dict:
+                       *, progress: bool = True, console: Console | None = None) -> dict:
     """`--mode=train`: the whole job in `workdir`; returns the metrics written to
-    metrics.json. With `progress`, stage lines, the progress bar and the closing summary go to
-    stderr."""
-    console = Console(enabled=progress)
+    metrics.json. With `progress`, the progress bar shows; stage lines and the closing summary
+    go to `console` (default: stderr when `progress`, else nowhere)."""
+    console = console or Console(enabled=progress)
     workdir = Workdir(workdir)
     with console.stage("load") as stage:
         # Everything that can fail is checked before the first write.
