@@ -67,6 +67,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.hidden = 96
     config.model.fire_rate = 0.5
     config.model.seed_spacing = 8  # frames between seed columns (onset first)
+    # Cosines of each frame's place in the note, mapped into every cell's context (0: off).
+    config.model.time_frequencies = 0
 
     config.train = ml_collections.ConfigDict()
     config.train.iterations = 1000

@@ -9,6 +9,7 @@ from tnca_jax.model import (
     CLOCK,
     TNCA,
     VALUE,
+    CellContext,
     alive_mask,
     firing_capacity,
     grow,
@@ -17,6 +18,7 @@ from tnca_jax.model import (
     perceive,
     perceive_transpose,
     seed_state,
+    time_features,
 )
 
 
@@ -102,45 +104,56 @@ def test_perceive_transpose_is_the_adjoint_of_perceive():
         float(jnp.vdot(a, perceive_transpose(b))), rel=1e-5)
 
 
-def dense_step(weights, state, key, fire_rate):
-    """The growth step as Growing NCA writes it: every cell through the MLP, the update kept
-    where the cell fires; differentiated by JAX."""
+def dense_step(weights, context, state, key, fire_rate):
+    """The growth step as Growing NCA writes it: every cell through the MLP (its hidden layer
+    given the cell's context), the update kept where the cell fires; differentiated by JAX."""
     pre_alive = alive_mask(state)
     hidden = (perceive(state) @ weights.hidden_kernel + weights.hidden_bias
-              + weights.band_embedding[:, None, :])
+              + context.frequency[:, :, None, :] + context.time[:, None, :, :])
     delta = jax.nn.relu(hidden) @ weights.out_kernel + weights.out_bias
     fire = jax.random.uniform(key, state.shape[:-1])[..., None] < fire_rate
     updated = state + delta * fire
     return updated * (pre_alive & alive_mask(updated))
 
 
-@pytest.mark.parametrize("fire_rate", [0.5, 1.0])
-def test_the_step_and_its_written_out_gradient_equal_the_dense_autodiff_step(fire_rate):
+@pytest.mark.parametrize(("fire_rate", "contexts"), [(0.5, 1), (1.0, 1), (0.5, 2)],
+                         ids=["half fire", "all fire", "a context per sample"])
+def test_the_step_and_its_written_out_gradient_equal_the_dense_autodiff_step(fire_rate,
+                                                                             contexts):
     """growth_step (MLP on the firing cells only, hand-written backward pass) against the dense
-    step differentiated by JAX, through 6 scanned steps with cells dying and firing at
-    random."""
+    step differentiated by JAX, through 6 scanned steps with cells dying and firing at random,
+    with the frequency and time parts of the cells' context shared or per sample."""
     model = _random_model()
-    weights = model.update_rule.weights._replace(
-        band_embedding=0.1 * jax.random.normal(jax.random.key(4), (8, 16)))
+    weights = model.update_rule.weights
+    keys = jax.random.split(jax.random.key(4), 2)
+    context = CellContext(0.1 * jax.random.normal(keys[0], (contexts, 8, 16)),
+                          0.1 * jax.random.normal(keys[1], (contexts, 12, 16)))
     start = seed_state(8, 12, 6, batch=2) + 0.05 * jax.random.normal(jax.random.key(5),
                                                                       (2, 8, 12, 6))
     target = jax.random.normal(jax.random.key(6), start.shape)
 
-    def loss(weights, state, step):
+    def loss(weights, context, state, step):
         def body(current, i):
             key = jax.random.fold_in(jax.random.key(7), i)
-            return step(weights, current, key, fire_rate), None
+            return step(weights, context, current, key, fire_rate), None
 
         return jnp.sum(jax.lax.scan(body, state, jnp.arange(6))[0] * target)
 
-    assert float(loss(weights, start, growth_step)) == pytest.approx(
-        float(loss(weights, start, dense_step)), rel=1e-6)
-    ours = jax.grad(loss, argnums=(0, 1))(weights, start, growth_step)
-    reference = jax.grad(loss, argnums=(0, 1))(weights, start, dense_step)
+    assert float(loss(weights, context, start, growth_step)) == pytest.approx(
+        float(loss(weights, context, start, dense_step)), rel=1e-6)
+    ours = jax.grad(loss, argnums=(0, 1, 2))(weights, context, start, growth_step)
+    reference = jax.grad(loss, argnums=(0, 1, 2))(weights, context, start, dense_step)
     for mine, theirs in zip(jax.tree.leaves(ours), jax.tree.leaves(reference), strict=True):
         assert float(jnp.abs(theirs).max()) > 0
         np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), rtol=1e-4,
                                    atol=1e-5 * float(jnp.abs(theirs).max()))
+
+
+def test_time_features_tell_every_frame_apart():
+    features = time_features(72, 16)
+    assert features.shape == (72, 16) and np.abs(features).max() <= 1
+    distances = np.linalg.norm(features[:, None] - features[None], axis=-1)
+    assert np.min(distances + np.eye(72) * 9) > 0.3  # no two frames share a position
 
 
 def test_the_firing_capacity_holds_every_firing_cell():

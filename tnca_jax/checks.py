@@ -111,6 +111,8 @@ def check_config(config: ml_collections.ConfigDict, *,
 
     _require(config.model.hidden >= 1, "--config.model.hidden", config.model.hidden,
              "must be at least 1")
+    _require(config.model.get("time_frequencies", 0) >= 0, "--config.model.time_frequencies",
+             config.model.get("time_frequencies"), "must not be negative (0 = off)")
     try:  # The model's own checks (channels, fire rate, ...).
         TNCA.from_config(config, representation.n_bins, representation.n_values)
     except ValueError as err:

@@ -100,19 +100,34 @@ def alive_mask(state: jax.Array) -> jax.Array:
 
 
 class UpdateWeights(NamedTuple):
-    """The update rule's arrays: hidden layer [4C, H] + [H], band embedding [F, H], output
-    layer [H, C] + [C]."""
+    """The update MLP's layers: hidden [4C, H] + [H], output [H, C] + [C]."""
 
     hidden_kernel: jax.Array
     hidden_bias: jax.Array
-    band_embedding: jax.Array
     out_kernel: jax.Array
     out_bias: jax.Array
 
 
+class CellContext(NamedTuple):
+    """What each cell knows of where it sits, added to the update MLP's hidden layer before its
+    ReLU: a frequency part [Bc, F, H] and a time part [Bc, T, H] (or None), Bc being 1 (shared
+    by the batch) or the batch size. A cell at row f, frame t of sample b adds
+    frequency[b, f] + time[b, t]."""
+
+    frequency: jax.Array
+    time: jax.Array | None = None
+
+
+def time_features(n_frames: int, count: int) -> np.ndarray:
+    """[T, count] cosines cos(pi k (t + 0.5) / T), k = 1..count, of each frame's place in the
+    note: a smooth basis in which a cell's position (onset, body, release) is a vector."""
+    position = (np.arange(n_frames) + 0.5) / n_frames
+    return np.cos(np.pi * np.outer(position, np.arange(1, count + 1))).astype(np.float32)
+
+
 class UpdateRule(nnx.Module):
-    """The per-cell MLP's parameters (perception [B, F, T, 4C] -> state change [B, F, T, C]),
-    applied by `growth_step`."""
+    """The per-cell MLP's parameters (perception [B, F, T, 4C] -> state change [B, F, T, C])
+    and the embedding of each frequency row; applied by `growth_step`."""
 
     def __init__(self, channels: int, hidden: int, n_bands: int, *, rngs: nnx.Rngs):
         self.hidden = nnx.Linear(NUM_FILTERS * channels, hidden, rngs=rngs)
@@ -123,7 +138,7 @@ class UpdateRule(nnx.Module):
     @property
     def weights(self) -> UpdateWeights:
         return UpdateWeights(self.hidden.kernel[...], self.hidden.bias[...],
-                             self.band_embedding[...], self.out.kernel[...], self.out.bias[...])
+                             self.out.kernel[...], self.out.bias[...])
 
 
 class TNCA(nnx.Module):
@@ -133,11 +148,14 @@ class TNCA(nnx.Module):
     shows when its value channel is 0; trainers start it at the target's per-band mean so the
     cells spend their capacity on what changes over the note (see `spectrogram`).
     `n_values`: grown values per cell (1, or 2 for `mag_if`; see `value_channels`).
+    `time_frequencies`: cosines of each frame's place in the note (`time_features`) that a
+    learned map turns into the time part of every cell's context (0: cells learn their place
+    only from the seed columns' clock and their neighbours).
     """
 
     def __init__(self, n_bands: int, *, n_values: int = 1, channels: int = 16,
                  hidden: int = 128, fire_rate: float = 0.5, seed_spacing: int = 8,
-                 rngs: nnx.Rngs):
+                 time_frequencies: int = 0, rngs: nnx.Rngs):
         if n_values < 1:
             raise ValueError(f"a TNCA grows at least one value, not {n_values}")
         if channels < 4 or channels <= max(value_channels(n_values)) + 1:
@@ -152,6 +170,9 @@ class TNCA(nnx.Module):
         self.seed_spacing = seed_spacing
         self.update_rule = UpdateRule(channels, hidden, n_bands, rngs=rngs)
         self.band_level = nnx.Param(jnp.zeros((n_values, n_bands)))
+        self.time_frequencies = time_frequencies
+        if time_frequencies:
+            self.time_embedding = nnx.Param(jnp.zeros((time_frequencies, hidden)))
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, n_bands: int,
@@ -161,7 +182,7 @@ class TNCA(nnx.Module):
         model = config.model
         return cls(n_bands, n_values=n_values, channels=model.channels, hidden=model.hidden,
                    fire_rate=model.fire_rate, seed_spacing=model.seed_spacing,
-                   rngs=nnx.Rngs(config.seed))
+                   time_frequencies=model.get("time_frequencies", 0), rngs=nnx.Rngs(config.seed))
 
     def seed(self, n_frames: int, batch: int = 1) -> jax.Array:
         """This model's starting grid for a note of `n_frames` frames (see `seed_state`)."""
@@ -179,8 +200,17 @@ class TNCA(nnx.Module):
         level = self.band_level[...][:, :, None] + values
         return jnp.where(alive, jnp.clip(level, 0.0, 1.0), 0.0)
 
+    def context(self, n_frames: int) -> CellContext:
+        """Every cell's context on a grid of `n_frames` frames (shared by the batch)."""
+        time = None
+        if self.time_frequencies:
+            time = (jnp.asarray(time_features(n_frames, self.time_frequencies))
+                    @ self.time_embedding[...])[None]
+        return CellContext(self.update_rule.band_embedding[...][None], time)
+
     def __call__(self, state: jax.Array, key: jax.Array) -> jax.Array:
-        return growth_step(self.update_rule.weights, state, key, self.fire_rate)
+        return growth_step(self.update_rule.weights, self.context(state.shape[2]), state, key,
+                           self.fire_rate)
 
 
 def _fires(key: jax.Array, state: jax.Array, fire_rate: float) -> jax.Array:
@@ -197,24 +227,34 @@ def firing_capacity(cells: int, fire_rate: float) -> int:
 
 class _Firing(NamedTuple):
     """The cells that fire this step, as rows of the flattened grid [B * F * T] (padded with
-    the index one past the last cell, which reads a zero row and writes nowhere)."""
+    the index one past the last cell, which reads a zero row and writes nowhere), with the row
+    of each in the context's frequency and time parts (padding: one past their last)."""
 
     index: jax.Array  # [capacity] int32
-    band: jax.Array  # [capacity] int32, each row's frequency row (padding: F, no band)
+    frequency: jax.Array  # [capacity] int32 into context.frequency flattened [Bc * F]
+    time: jax.Array  # [capacity] int32 into context.time flattened [Bc * T]
 
 
-def _firing(key: jax.Array, state: jax.Array, fire_rate: float) -> _Firing:
+def _firing(key: jax.Array, state: jax.Array, fire_rate: float, context: CellContext
+            ) -> _Firing:
     batch, bands, frames, _ = state.shape
     cells = batch * bands * frames
     index = jnp.nonzero(_fires(key, state, fire_rate).reshape(cells),
                         size=firing_capacity(cells, fire_rate), fill_value=cells)[0]
-    return _Firing(index, jnp.where(index < cells, (index // frames) % bands, bands))
+    shared = context.frequency.shape[0] == 1
+    sample = 0 if shared else index // (bands * frames)
+    contexts = 1 if shared else batch
+    valid = index < cells
+    return _Firing(index,
+                   jnp.where(valid, sample * bands + (index // frames) % bands, contexts * bands),
+                   jnp.where(valid, sample * frames + index % frames, contexts * frames))
 
 
-def _rows(values: jax.Array, firing: _Firing) -> jax.Array:
-    """[B, F, T, n] -> [capacity, n]: the firing cells' rows (zeros for padding)."""
+def _rows(values: jax.Array, index: jax.Array) -> jax.Array:
+    """[..., n] -> [len(index), n]: rows of `values` flattened to [-1, n] (an index one past
+    the last row reads zeros)."""
     flat = values.reshape(-1, values.shape[-1])
-    return jnp.concatenate([flat, jnp.zeros((1, flat.shape[1]), flat.dtype)])[firing.index]
+    return jnp.concatenate([flat, jnp.zeros((1, flat.shape[1]), flat.dtype)])[index]
 
 
 def _scatter(rows: jax.Array, firing: _Firing, shape: tuple[int, ...]) -> jax.Array:
@@ -224,71 +264,81 @@ def _scatter(rows: jax.Array, firing: _Firing, shape: tuple[int, ...]) -> jax.Ar
     return flat[:cells].reshape(*shape[:-1], rows.shape[1])
 
 
-def _hidden_rows(weights: UpdateWeights, perception: jax.Array, firing: _Firing) -> jax.Array:
+def _row_sums(rows: jax.Array, index: jax.Array, like: jax.Array) -> jax.Array:
+    """The rows summed into the rows of `like` [Bc, n, H] they came from (`_rows`)."""
+    flat = like.reshape(-1, like.shape[-1])
+    return jnp.zeros((flat.shape[0] + 1, flat.shape[1]), rows.dtype).at[index].add(
+        rows)[:-1].reshape(like.shape)
+
+
+def _hidden_rows(weights: UpdateWeights, context: CellContext, perception: jax.Array,
+                 firing: _Firing) -> jax.Array:
     """The update MLP's hidden pre-activation of the firing cells: [capacity, H]."""
-    embedding = jnp.concatenate([weights.band_embedding,
-                                 jnp.zeros((1, weights.band_embedding.shape[1]),
-                                           weights.band_embedding.dtype)])
-    return (_rows(perception, firing) @ weights.hidden_kernel + weights.hidden_bias
-            + embedding[firing.band])
+    hidden = (_rows(perception, firing.index) @ weights.hidden_kernel + weights.hidden_bias
+              + _rows(context.frequency, firing.frequency))
+    if context.time is not None:
+        hidden = hidden + _rows(context.time, firing.time)
+    return hidden
 
 
-def _step_forward(weights: UpdateWeights, state: jax.Array, key: jax.Array, fire_rate: float
-                  ) -> tuple[jax.Array, jax.Array]:
+def _step_forward(weights: UpdateWeights, context: CellContext, state: jax.Array,
+                  key: jax.Array, fire_rate: float) -> tuple[jax.Array, jax.Array]:
     """One step: (new state [B, F, T, C], living mask [B, F, T, 1] of 0/1 it applied)."""
     pre_alive = alive_mask(state)
-    firing = _firing(key, state, fire_rate)
-    hidden = _hidden_rows(weights, perceive(state), firing)
+    firing = _firing(key, state, fire_rate, context)
+    hidden = _hidden_rows(weights, context, perceive(state), firing)
     delta = jax.nn.relu(hidden) @ weights.out_kernel + weights.out_bias
     updated = state + _scatter(delta, firing, state.shape)
     living = (pre_alive & alive_mask(updated)).astype(state.dtype)
     return updated * living, living
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def growth_step(weights: UpdateWeights, state: jax.Array, key: jax.Array, fire_rate: float
-                ) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def growth_step(weights: UpdateWeights, context: CellContext, state: jax.Array, key: jax.Array,
+                fire_rate: float) -> jax.Array:
     """One stochastic growth step (Growing NCA): state [B, F, T, C] -> state [B, F, T, C].
 
-    Perceive, update each cell that fires (probability `fire_rate`) by the MLP, then zero the
-    cells with no living neighbour before or after. Only the firing cells are run through the
-    MLP (gathered into `firing_capacity` rows): a cell that does not fire discards its update,
-    so computing it for every cell, forward and backward, wasted 1 - fire_rate of the work.
-    The gradient is written out (`_step_backward`): it keeps only the state, the key and the
-    living mask of each step and recomputes the rest, which is less memory than autodiff's
-    stored activations and, on CPU, about twice as fast.
+    Perceive, update each cell that fires (probability `fire_rate`) by the MLP (its hidden
+    layer given the cell's `context`), then zero the cells with no living neighbour before or
+    after. Only the firing cells are run through the MLP (gathered into `firing_capacity`
+    rows): a cell that does not fire discards its update, so computing it for every cell,
+    forward and backward, wasted 1 - fire_rate of the work. The gradient is written out
+    (`_step_backward`): it keeps only the state, the key and the living mask of each step and
+    recomputes the rest, which is less memory than autodiff's stored activations and, on CPU,
+    about twice as fast.
     """
-    return _step_forward(weights, state, key, fire_rate)[0]
+    return _step_forward(weights, context, state, key, fire_rate)[0]
 
 
-def _step_residuals(weights, state, key, fire_rate):
-    new_state, living = _step_forward(weights, state, key, fire_rate)
-    return new_state, (weights, state, key, living.astype(jnp.bool_))
+def _step_residuals(weights, context, state, key, fire_rate):
+    new_state, living = _step_forward(weights, context, state, key, fire_rate)
+    return new_state, (weights, context, state, key, living.astype(jnp.bool_))
 
 
 def _step_backward(fire_rate, residuals, grad):
-    weights, state, key, living = residuals
-    firing = _firing(key, state, fire_rate)
+    weights, context, state, key, living = residuals
+    firing = _firing(key, state, fire_rate, context)
     perception = perceive(state)
-    hidden = _hidden_rows(weights, perception, firing)  # [capacity, H]
+    hidden = _hidden_rows(weights, context, perception, firing)  # [capacity, H]
     grad_updated = grad * living.astype(grad.dtype)
-    grad_delta = _rows(grad_updated, firing)  # [capacity, C]
+    grad_delta = _rows(grad_updated, firing.index)  # [capacity, C]
 
     def weight_grad(inputs, output_grad):  # [rows, n] x [rows, m] -> [n, m]
         return jax.lax.dot_general(inputs, output_grad, (((0,), (0,)), ((), ())))
 
     grad_hidden = jnp.where(hidden > 0, grad_delta @ weights.out_kernel.T, 0.0)
-    bands = weights.band_embedding.shape[0]
-    grad_band = jnp.zeros((bands + 1, hidden.shape[1]), grad.dtype).at[firing.band].add(
-        grad_hidden)[:bands]  # [F, H]; summed over bands: the hidden bias's gradient
+    grad_frequency = _row_sums(grad_hidden, firing.frequency, context.frequency)
     weights_grad = UpdateWeights(
-        hidden_kernel=weight_grad(_rows(perception, firing), grad_hidden),
-        hidden_bias=grad_band.sum(axis=0),
-        band_embedding=grad_band,
+        hidden_kernel=weight_grad(_rows(perception, firing.index), grad_hidden),
+        hidden_bias=grad_frequency.sum(axis=(0, 1)),  # every row has one frequency part
         out_kernel=weight_grad(jax.nn.relu(hidden), grad_delta),
         out_bias=grad_delta.sum(axis=0))
+    context_grad = CellContext(
+        grad_frequency, None if context.time is None
+        else _row_sums(grad_hidden, firing.time, context.time))
     grad_perception = _scatter(grad_hidden @ weights.hidden_kernel.T, firing, perception.shape)
-    return weights_grad, grad_updated + perceive_transpose(grad_perception), None
+    return (weights_grad, context_grad, grad_updated + perceive_transpose(grad_perception),
+            None)
 
 
 growth_step.defvjp(_step_residuals, _step_backward)
@@ -337,9 +387,10 @@ def grow(graphdef: nnx.GraphDef, params: nnx.State, state: jax.Array, key: jax.A
     """
     model = nnx.merge(graphdef, params)
     weights, fire_rate = model.update_rule.weights, model.fire_rate
+    context = model.context(state.shape[2])
 
     def step(current, i):
-        grown = growth_step(weights, current, jax.random.fold_in(key, first_step + i),
+        grown = growth_step(weights, context, current, jax.random.fold_in(key, first_step + i),
                             fire_rate)
         if active_steps is not None:
             grown = jnp.where(i < active_steps, grown, current)

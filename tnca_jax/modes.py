@@ -185,7 +185,9 @@ def check_resumable(workdir: Workdir, config: ml_collections.ConfigDict, target:
             f"{workdir} holds a run on a {previous.n_frames}-frame target, this config gives "
             f"{target.n_frames} frames (another recording?); use a new --workdir")
     stored, current = previous.config, json.loads(config.to_json())
-    keys = [("model", key) for key in current["model"]] + [("train", "pool_size")]
+    # A model key newer than the stored run (absent there) was trained at its default.
+    keys = [("model", key) for key in current["model"] if key in stored["model"]]
+    keys.append(("train", "pool_size"))
     changed = [f"{section}.{key} ({stored[section].get(key)!r} there, {current[section][key]!r} "
                "here)" for section, key in keys
                if stored[section].get(key) != current[section][key]]
