@@ -35,7 +35,8 @@ RTOL, ATOL = 1e-5, 1e-6
 
 
 def sharding_config() -> ml_collections.ConfigDict:
-    """A 16-band x 24-frame grid, batch 8 and pool 16 (multiples of 8), checkpoints at 3 and 6."""
+    """A 16-band grid of at most 24 frames (the note cut quietly), batch 8 and pool 16
+    (multiples of 8), checkpoints at 3 and 6."""
     config = tiny_config(iterations=ITERATIONS)
     del config["contract"]  # A preset name there; the custom contract is a ConfigDict.
     config.contract = ml_collections.ConfigDict(dict(
@@ -63,7 +64,8 @@ def _restored_placement(workdir: Path, step: int) -> dict:
     """Where the pool and a parameter of checkpoint `step` land when restored for training."""
     config = sharding_config()
     mesh = train_lib.data_mesh(config.train)
-    _, state, pool = train_lib.create_train_state(config, 16, 24, mesh=mesh)
+    frames = load_target(config).n_frames
+    _, state, pool = train_lib.create_train_state(config, 16, frames, mesh=mesh)
     checkpoints = Workdir(workdir).checkpoints(create=False)
     pool = train_lib.restore(checkpoints, step, state, pool)
     checkpoints.close()
@@ -78,6 +80,8 @@ def _eight(workdir: Path) -> dict:
     grid-sized values of the compiled step hold one sample (a device's share of the batch of
     8) or the whole batch."""
     pools, grids = [], {}
+    config = sharding_config()
+    target = load_target(config)
     make_step = train_lib.make_train_step
 
     def recording_step(*args, **kwargs):
@@ -90,16 +94,15 @@ def _eight(workdir: Path) -> dict:
             state, pool, metrics = step(state, pool)
             if not grids:  # The call compiled it: this only reads the compiled program.
                 hlo = step.lower(*placed).compile().as_text()
-                grids.update(sample=hlo.count("f32[1,16,24,16]"),
-                             batch=hlo.count("f32[8,16,24,16]"))
+                grids.update(sample=hlo.count(f"f32[1,16,{target.n_frames},16]"),
+                             batch=hlo.count(f"f32[8,16,{target.n_frames},16]"))
             pools.append(_placement(pool))
             return state, pool, metrics
 
         return recorded
 
     train_lib.make_train_step = recording_step
-    config = sharding_config()
-    train_lib.train(config, workdir, load_target(config), progress=False)
+    train_lib.train(config, workdir, target, progress=False)
     return {"losses": _losses(workdir), "pools": pools, "grids": grids,
             "restored": _restored_placement(workdir, ITERATIONS)}
 

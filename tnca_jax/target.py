@@ -63,13 +63,18 @@ def load_target(config: ml_collections.ConfigDict,
     rate, min_seconds = contract.sample_rate, config.min_seconds
     # Two analysis frames, and more samples than the reflect padding, at the very least.
     frames_needed = max(2 * contract.hop_length, contract.pad + 1) / rate
-    if len(audio) < max(min_seconds, frames_needed) * rate:
-        why, fix = ((f"--config.min_seconds={min_seconds} asks for", " or lower min_seconds")
-                    if min_seconds >= frames_needed else
-                    (f"two analysis frames of contract {contract.name!r} need", ""))
+    # min_seconds judges the recording's sound, not what max_seconds kept of it.
+    if recording.source_seconds < min_seconds:
         raise audio_lib.AudioError(
-            f"{config.audio_path} has {len(audio) / rate:.3f} s of sound after trimming, but "
-            f"{why} {max(min_seconds, frames_needed):.3f} s; give a longer note{fix}")
+            f"{config.audio_path} has {recording.source_seconds:.3f} s of sound after "
+            f"trimming, but --config.min_seconds={min_seconds} asks for {min_seconds:.3f} s; "
+            "give a longer note or lower min_seconds")
+    if len(audio) < frames_needed * rate:
+        kept = "" if recording.cut is None else " (--config.max_seconds kept that much)"
+        raise audio_lib.AudioError(
+            f"{config.audio_path} gives {len(audio) / rate:.3f} s of sound{kept}, but two "
+            f"analysis frames of contract {contract.name!r} need {frames_needed:.3f} s; give "
+            "a longer note" + (" or raise max_seconds" if kept else ""))
     audio = audio[: contract.num_samples(contract.num_frames(len(audio)))]
     return Target(audio=audio, representation=representation,
                   features=np.asarray(representation.features(audio)), cut=recording.cut)
