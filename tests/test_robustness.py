@@ -311,9 +311,12 @@ def test_a_trained_workdir_refuses_a_config_it_cannot_resume(edit, message, trai
                                                              capsys):
     config = tiny_config()
     edit(config)
-    frames = {"tiny": load_target(tiny_config()).n_frames, "edited": load_target(config).n_frames}
-    assert frames["tiny"] < frames["edited"]
-    assert_refused(config, trained_workdir, None, capsys, message.format(**frames))
+    if "{tiny}" in message:  # The frame counts come from the quietly cut recordings.
+        frames = {"tiny": load_target(tiny_config()).n_frames,
+                  "edited": load_target(config).n_frames}
+        assert frames["tiny"] < frames["edited"]
+        message = message.format(**frames)
+    assert_refused(config, trained_workdir, None, capsys, message)
 
 
 def test_a_custom_contract_in_the_config_is_built_from_its_fields():
