@@ -36,6 +36,23 @@ flags.DEFINE_bool("debug", False, "Show the full traceback on errors.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parsing, with a command line that cannot be parsed (unknown or misspelled flag or
+    config key, a value of the wrong type, a config file that fails) reported as one line,
+    exit status 2."""
+    try:
+        remaining = FLAGS(argv)
+        FLAGS.config.keys()  # a config file that could not be loaded raises here
+    except BrokenPipeError:  # --help piped into head
+        raise
+    except (flags.Error, KeyError, AttributeError, OSError) as err:
+        if "--debug" in argv:
+            raise
+        print(f"error: {cli.flag_error(err, argv)}", file=sys.stderr)
+        sys.exit(2)
+    return remaining
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -47,4 +64,4 @@ def main(argv):
 if __name__ == "__main__":
     if {"-h", "--help", "-help", "--helpshort"} & set(sys.argv[1:]):
         app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -67,16 +67,15 @@ def measure(config: ml_collections.ConfigDict, workdir: Path, reference: np.ndar
     """
     from tnca_jax import generate, metrics
     from tnca_jax.inverse import load_inverse
-    from tnca_jax.modes import vocoder_ceiling
+    from tnca_jax.modes import ceiling_audio
     from tnca_jax.representations import config_representation_name
     from tnca_jax.target import load_target
 
     inverse = load_inverse(config_representation_name(config), config.vocoder,
                            config.vocoder_path, contract=config.contract)
     target = load_target(config, inverse.representation)
-    _, ceiling_audio = vocoder_ceiling(target, inverse)
     note = generate(workdir, seed=config.seed)
-    rendered = {"generated": note.audio, "ceiling": ceiling_audio}
+    rendered = {"generated": note.audio, "ceiling": ceiling_audio(target, inverse)}
     if inverse.representation.grows_phase:
         true, grown = target.features, note.features
         mixed = np.stack([np.stack([true[0], grown[1]]), np.stack([grown[0], true[1]])])

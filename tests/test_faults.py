@@ -1,4 +1,6 @@
-"""kill -9 in the middle of a checkpoint save, then the same main.py command again."""
+"""main.py as a user meets its faults: kill -9 in the middle of a checkpoint save, then the
+same command again; Ctrl-C during training and during a checkpoint commit; a second run on a
+workdir in use; a disk that fills during training."""
 
 from __future__ import annotations
 
@@ -120,3 +122,76 @@ def test_kill_9_mid_save_then_rerun_equals_the_uninterrupted_run(tmp_path, unint
         np.testing.assert_array_equal(resumed, straight)
     assert (workdir / "generated.wav").read_bytes() == (uninterrupted / "generated.wav"
                                                         ).read_bytes()
+
+
+# ------------------------------------------------------------------ Ctrl-C, a busy workdir
+def start(workdir: Path) -> subprocess.Popen:
+    return subprocess.Popen(command(workdir), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, process: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + 240
+    while not condition():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the run ended (status {process.poll()}) before {what}")
+        time.sleep(0.005)
+
+
+def logged_steps(workdir: Path) -> int:
+    log = workdir / TRAIN_LOG
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+@pytest.mark.parametrize("moment", ["training", "checkpoint commit"])
+def test_ctrl_c_stops_at_once_and_says_where_a_rerun_resumes(moment, tmp_path):
+    workdir = tmp_path / "run"
+    process = start(workdir)
+    if moment == "training":
+        wait_for(lambda: logged_steps(workdir) >= 3, process, "step 3 was logged")
+    else:
+        wait_for(lambda: logged_steps(workdir) >= 3
+                 and any((workdir / CHECKPOINT_DIR).glob(f"*{SAVING}*")), process,
+                 "a checkpoint was being committed")
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and time.monotonic() - sent < 2.0
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    resumes = load_run(workdir).step  # what a rerun restores
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted: training in {workdir} stopped; the last good checkpoint is step "
+        f"{resumes}, a rerun resumes from it (run the same command)")
+    assert not (workdir / "run.lock").exists() and not (workdir / "generated.wav").exists()
+
+
+def test_a_second_run_on_a_workdir_in_use_is_refused(tmp_path):
+    workdir = tmp_path / "run"
+    first = start(workdir)
+    try:
+        wait_for(lambda: logged_steps(workdir) >= 1, first, "training started")
+        second = subprocess.run(command(workdir), cwd=ROOT, capture_output=True, text=True,
+                                timeout=300)
+        assert second.returncode == 2
+        [line] = second.stderr.strip().splitlines()
+        assert line.startswith(f"error: {workdir} is in use by another run (process "
+                               f"{first.pid}, since ")
+        assert first.poll() is None  # the first run goes on
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+
+
+def test_disk_full_during_training_is_one_line_after_the_progress_bar(tmp_path):
+    workdir = tmp_path / "run"
+    # Files above 100 kB cannot be written (a checkpoint's pool is about 0.5 MB): the kernel
+    # fails the write as on a full disk.
+    limited = ["bash", "-c", "trap '' XFSZ; ulimit -f 98; exec \"$@\"", "bash"]
+    failed = subprocess.run([*limited, *command(workdir)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert failed.returncode == 2
+    lines = failed.stderr.strip().splitlines()
+    assert all(line.startswith("train: ") for line in lines[:-1]), lines  # no orbax spam
+    assert lines[-1].startswith(f"error: writing {workdir.absolute() / CHECKPOINT_DIR} failed "
+                                "(File too large); ")

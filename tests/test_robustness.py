@@ -102,6 +102,16 @@ def test_clipped_audio_is_kept_with_a_warning(tmp_path, caplog):
     assert len(audio) == RATE and np.max(np.abs(audio)) > 0.999
 
 
+def test_a_dc_offset_is_removed_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "offset.wav"
+    sf.write(path, 0.3 + tone(RATE, amplitude=0.3), RATE, subtype="FLOAT")
+    with caplog.at_level(logging.WARNING, logger="tnca_jax.audio"):
+        audio = load_audio(path, RATE, trim_db=None)
+    assert "has a DC offset of 0.3 (-10 dBFS): removed" in caplog.text
+    assert abs(float(np.mean(audio))) < 1e-6
+    assert np.max(np.abs(audio)) == pytest.approx(0.3, abs=1e-3)
+
+
 def test_float_audio_above_full_scale_is_scaled_to_peak_one(tmp_path, caplog):
     path = tmp_path / "hot.wav"
     sf.write(path, tone(RATE, amplitude=4.0), RATE, subtype="FLOAT")
@@ -193,6 +203,10 @@ BAD_AUDIO = {
                             "is silent after mixing its 2 channels to mono"),
     "shorter than a frame": (_write(tone(RATE, seconds=0.01)),
                              "two analysis frames of contract 'griffinlim_22khz_128band' need"),
+    "dc offset only": (_write(np.full(RATE, 0.25)), "holds only a constant (DC) offset of 0.25, "
+                       "no sound"),
+    "a click then silence": (_write(np.r_[0.9, np.zeros(2 * RATE)]), "holds no sustained sound: "
+                             "only 23 ms of it lie within 40 dB of its loudest moment"),
     "nan": (_write(np.r_[tone(RATE), np.nan]), "contains NaN or Inf samples"),
     "inf": (_write(np.r_[tone(RATE), -np.inf]), "contains NaN or Inf samples"),
 }
@@ -397,11 +411,12 @@ def _no_checkpoint(workdir: Path) -> Path:
      "has no checkpoint yet: train first"),
     (lambda w, t: w, {"steps": 0}, ValueError, "steps=0 must be at least 1"),
     (lambda w, t: w, {"steps": -3}, ValueError, "steps=-3 must be at least 1"),
+    (lambda w, t: w, {"steps": 2.5}, ValueError, "steps=2.5 must be a whole number"),
     (lambda w, t: w, {"num_stages": 0}, ValueError, "num_stages=0 must be at least 1"),
     (lambda w, t: w, {"vocoder": "wavenet"}, ValueError, "unknown vocoder 'wavenet'"),
     (lambda w, t: w, {"vocoder_path": str(ROOT)}, ValueError, "griffinlim has no weights"),
 ], ids=["missing", "a file", "missing step", "damaged run.json", "no checkpoint", "zero steps",
-        "negative steps", "zero stages", "unknown vocoder", "vocoder path"])
+        "negative steps", "fractional steps", "zero stages", "unknown vocoder", "vocoder path"])
 def test_generate_refuses_bad_input_and_writes_nothing(where, kwargs, error, message,
                                                        trained_workdir, tmp_path):
     before = file_hashes(trained_workdir)
@@ -462,8 +477,9 @@ def test_a_failed_checkpoint_write_stops_the_run_and_keeps_the_last_checkpoint(t
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)
         signal.signal(signal.SIGXFSZ, previous_handler)
     assert str(failure.value) == (
-        f"writing to {tmp_path} failed (File too large); the last good checkpoint is step 2, a "
-        "rerun resumes from it: free disk space or fix permissions, then rerun the same command")
+        f"writing {tmp_path / 'checkpoints'} failed (File too large); the last good checkpoint "
+        f"is step 2, a rerun resumes from it: free disk space or make {tmp_path} writable, then "
+        "rerun the same command")
     assert Workdir(tmp_path).checkpoints().latest() == 2
     assert file_hashes(tmp_path / "checkpoints" / "2") == checkpoint_two
     # With space again, the same call resumes and finishes.
@@ -485,8 +501,11 @@ def test_a_non_finite_step_is_rejected_named_and_never_checkpointed(tmp_path, ta
         train(config, tmp_path, target, progress=False)
     assert Workdir(tmp_path).checkpoints().latest() == 5
     assert file_hashes(tmp_path / "checkpoints" / "5") == checkpoint_five
-    assert [json.loads(line)["step"] for line in
-            (tmp_path / "train_metrics.jsonl").read_text().splitlines()] == [5]
+    assert [record["step"] for record in Workdir(tmp_path).read_log()] == [5]
+    # Retried from checkpoint 5 at half, a quarter and an eighth of the rate before giving up.
+    assert [(r["step"], r["rejected_step"], r["learning_rate_scale"])
+            for r in Workdir(tmp_path).read_retries()] == [(5, 6, 0.5), (5, 6, 0.25),
+                                                             (5, 6, 0.125)]
     config.train.learning_rate = 1e-3
     model = train(config, tmp_path, target, progress=False)
     params = jax.tree.leaves(nnx.state(model, nnx.Param))
@@ -528,3 +547,17 @@ def test_main_py_bad_config_is_one_line_and_debug_shows_the_traceback(trained_wo
     assert debug.returncode != 0 and "Traceback" in debug.stderr
     assert "ConfigError: --config.train.iterations=0" in debug.stderr
     assert file_hashes(trained_workdir) == before
+
+
+@pytest.mark.parametrize("flag,line", [
+    ("--config.train.iteratons=5", "error: --config.train.iteratons: no config key 'iteratons'. "
+     'Did you mean "iterations" instead of "iteratons"?'),
+    ("--config.train.iterations=2.5", "error: --config.train.iterations=2.5: invalid literal "
+     "for int() with base 10: '2.5' (python main.py --helpshort lists the flags)"),
+], ids=["misspelled key", "wrong type"])
+def test_main_py_flag_it_cannot_parse_is_one_line(flag, line, tmp_path):
+    command = [sys.executable, "main.py", "--config=configs/violin.py:quick",
+               f"--workdir={tmp_path / 'run'}", flag]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [line]
+    assert not (tmp_path / "run").exists()

@@ -3,6 +3,7 @@ in their real on-disk formats. Skipped without the `vocoders` extra (see test_no
 
 import functools
 import json
+import re
 import warnings
 
 import jax
@@ -248,3 +249,24 @@ def test_train_ceiling_and_generate_follow_the_vocoder_contract(tmp_path, tiny_h
     assert ceiling["contract"]["fmax"] is None and ceiling["vocoder"] == "bigvgan"
     assert ceiling["ceiling"]["mel_l1_db"] > 0  # a random model: measured, not good
     assert (tmp_path / "ceiling_bigvgan.wav").stat().st_size > 0
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda data: data[: len(data) // 2], "is not a readable torch checkpoint (truncated, corrupt"),
+    (lambda data: b"", "is empty (0 bytes): copy or download the checkpoint again"),
+], ids=["truncated", "empty"])
+def test_a_damaged_vocoder_checkpoint_is_one_clear_line(damage, message, tmp_path, tiny_bigvgan,
+                                                        tiny_hifigan, capsys):
+    for name, source, weights in (("bigvgan", tiny_bigvgan[0], bigvgan.WEIGHTS_FILE),
+                                  ("hifigan", tiny_hifigan[0], "generator_v1")):
+        directory = tmp_path / name
+        directory.mkdir()
+        (directory / "config.json").write_text((source / "config.json").read_text())
+        (directory / weights).write_bytes(damage((source / weights).read_bytes()))
+        with pytest.raises(ValueError, match=re.escape(message)):
+            vocoders.load(name, str(directory))
+        config = tiny_config()
+        config.vocoder, config.vocoder_path = name, str(directory)
+        assert cli.run("ceiling", config, str(tmp_path / "run")) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and "weights_only" not in err[0], err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import os
 import re
@@ -16,6 +17,12 @@ from tnca_jax.files import replacing
 SILENCE_DBFS = -60.0  # Peak level under which a file counts as silent.
 FADE_SECONDS = 0.1  # Fade-out where a recording longer than max_seconds is cut.
 CUT_MARGIN_SECONDS = 2.0  # Decoded beyond max_seconds, to find the sound's end and a quiet cut.
+DC_WARN_DBFS = -40.0  # A DC offset above this level is removed with a warning (else silently).
+# What a note is, at the least: NOTE_SECONDS of frames (NOTE_FRAME samples, hop NOTE_HOP) whose
+# RMS is within NOTE_RANGE_DB of the loudest frame's. A click is a few frames, silence none.
+NOTE_SECONDS = 0.1
+NOTE_RANGE_DB = 40.0
+NOTE_FRAME, NOTE_HOP = 1024, 256
 CLIP_LEVEL = 0.999  # A sample at or above this magnitude sits at full scale.
 CLIP_FRACTION = 1e-3  # More samples than this at full scale: the recording clipped.
 # Data sizes that streaming writers leave in a WAV header when the length is unknown.
@@ -56,13 +63,17 @@ def load_recording(path: str | os.PathLike, sample_rate: int, *,
     before `max_seconds` and faded out (`cut_quietly`), and only about that much of a
     longer file is decoded (from one second before its first block above the trim level).
 
+    The mono signal's DC offset (its mean) is removed before anything looks at its level.
+
     Accepted with a logged warning: clipped audio (kept as it is: a clipped recording is still
-    the note to grow), float audio above full scale (scaled to peak 1) and rates below
-    `sample_rate` (nothing above their Nyquist frequency).
+    the note to grow), float audio above full scale (scaled to peak 1), rates below
+    `sample_rate` (nothing above their Nyquist frequency) and a DC offset above -40 dBFS.
 
     Raises:
-      AudioError: missing, unreadable, truncated, non-finite, silent or empty audio, with a
-        one-line message that names the file, the problem and the fix.
+      AudioError: missing, unreadable, truncated, non-finite, silent (or only a DC offset) or
+        empty audio, and audio that holds no note: less than `NOTE_SECONDS` of sound within
+        `NOTE_RANGE_DB` of its loudest moment (a click in silence). The one-line message names
+        the file, the problem and the fix.
     """
     import librosa
     import soundfile as sf
@@ -95,15 +106,24 @@ def load_recording(path: str | os.PathLike, sample_rate: int, *,
         logger.warning("%s is sampled at %d Hz, below %d Hz: it holds nothing above %g Hz",
                        path, file_rate, sample_rate, file_rate / 2)
     audio = data.mean(axis=1)
+    offset = float(np.mean(audio, dtype=np.float64))
+    audio = audio - np.float32(offset)
     if file_rate != sample_rate:
         audio = librosa.resample(audio, orig_sr=file_rate, target_sr=sample_rate)
     peak = float(np.max(np.abs(audio), initial=0.0))
     if peak <= 10 ** (SILENCE_DBFS / 20):
         mixed = f" after mixing its {channels} channels to mono" if channels > 1 else ""
-        raise AudioError(f"{path} is silent{mixed} (peak {20 * np.log10(max(peak, 1e-12)):.0f} "
-                         "dBFS); give a recording of a note")
+        if abs(offset) > 10 ** (SILENCE_DBFS / 20):
+            raise AudioError(f"{path} holds only a constant (DC) offset of {offset:.3g}{mixed}, "
+                             "no sound; give a recording of a note")
+        raise AudioError(f"{path} is silent{mixed} (peak {_dbfs(peak):.0f} dBFS); give a "
+                         "recording of a note")
+    if abs(offset) > 10 ** (DC_WARN_DBFS / 20):
+        logger.warning("%s has a DC offset of %.3g (%.0f dBFS): removed", path, offset,
+                       _dbfs(abs(offset)))
     if trim_db is not None:
         audio, _ = librosa.effects.trim(audio, top_db=trim_db, frame_length=2048, hop_length=512)
+    _require_a_note(audio, sample_rate, path)
     source_seconds = len(audio) / sample_rate
     cut = None
     if max_seconds is not None and len(audio) > round(max_seconds * sample_rate):
@@ -135,6 +155,29 @@ def cut_quietly(audio: np.ndarray, sample_rate: int, max_seconds: float
     return kept, (f"kept the first {cut / sample_rate:.2f} s, cut at its quietest point in "
                   f"{start / sample_rate:.2f}-{max_seconds:.2f} s with a "
                   f"{FADE_SECONDS * 1000:.0f} ms fade-out (--config.max_seconds sets the cap)")
+
+
+def _dbfs(level: float) -> float:
+    return 20 * np.log10(max(level, 1e-12))
+
+
+def _require_a_note(audio: np.ndarray, sample_rate: int, path: Path) -> None:
+    """Refuse audio with less than NOTE_SECONDS of sound near its loudest moment (see the
+    constants): a click, a burst or a pop in silence is not a note to grow. Audio shorter than
+    that altogether is left to the callers' length checks."""
+    import librosa
+
+    if len(audio) < NOTE_SECONDS * sample_rate:
+        return
+    rms = librosa.feature.rms(y=audio, frame_length=NOTE_FRAME, hop_length=NOTE_HOP,
+                              center=True)[0]
+    loud = rms >= rms.max(initial=0.0) * 10 ** (-NOTE_RANGE_DB / 20)
+    sounding = (int(loud.sum()) - 1) * NOTE_HOP / sample_rate  # frames overlap: count hops
+    if sounding < NOTE_SECONDS:
+        raise AudioError(
+            f"{path} holds no sustained sound: only {1000 * max(sounding, 0):.0f} ms of it lie "
+            f"within {NOTE_RANGE_DB:.0f} dB of its loudest moment (a click or a pop in "
+            f"silence?), a note needs {1000 * NOTE_SECONDS:.0f} ms; give a recording of a note")
 
 
 def _require_complete(file, path: Path) -> None:
@@ -182,10 +225,24 @@ def _fix_level(data: np.ndarray, path: Path) -> np.ndarray:
     return data
 
 
+def fit_full_scale(audio: np.ndarray) -> np.ndarray:
+    """Rendered notes [..., samples], each whose peak exceeds full scale (1.0) scaled down by
+    one gain to peak at full scale; the others as they are. A normalisation, not a limiter: the
+    waveform keeps its shape. (A recording is never above full scale here: `load_audio` scales
+    a float file that is, so a note above it is the renderer's overshoot.)"""
+    audio = np.asarray(audio, np.float32)
+    peak = np.max(np.abs(audio), axis=-1, keepdims=True, initial=0.0)
+    return np.where(peak > 1.0, audio / np.maximum(peak, 1.0), audio).astype(np.float32)
+
+
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
-    """Write mono float audio as 16-bit PCM WAV, atomically (temp file then rename)."""
+    """Write mono float audio as 16-bit PCM WAV, atomically (temp file then rename). Encoded
+    in memory first, so that a failed write raises the OS's error (libsndfile would say only
+    "System error")."""
     import soundfile as sf
 
+    encoded = io.BytesIO()
+    sf.write(encoded, np.clip(np.asarray(audio, np.float32), -1.0, 1.0), sample_rate,
+             subtype="PCM_16", format="WAV")
     with replacing(Path(path)) as tmp:
-        sf.write(str(tmp), np.clip(np.asarray(audio, np.float32), -1.0, 1.0), sample_rate,
-                 subtype="PCM_16", format="WAV")
+        tmp.write_bytes(encoded.getvalue())

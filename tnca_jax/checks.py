@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import ml_collections
 
@@ -23,9 +24,11 @@ def _require(ok: bool, key: str, value, rule: str) -> None:
 
 
 def check_growth(steps: int, num_stages: int, prefix: str = "--config.generate.") -> None:
-    """Growth steps and kept stages of a rendered note must be at least 1."""
-    _require(steps >= 1, f"{prefix}steps", steps, "must be at least 1")
-    _require(num_stages >= 1, f"{prefix}num_stages", num_stages, "must be at least 1")
+    """Growth steps and kept stages of a rendered note: whole numbers, at least 1."""
+    for key, value in (("steps", steps), ("num_stages", num_stages)):
+        _require(isinstance(value, numbers.Integral) and not isinstance(value, bool),
+                 f"{prefix}{key}", value, "must be a whole number")
+        _require(value >= 1, f"{prefix}{key}", value, "must be at least 1")
 
 
 def check_refinement(refinement: Refinement, prefix: str = "--config.generate.") -> None:
@@ -83,6 +86,12 @@ def check_config(config: ml_collections.ConfigDict, *,
              "--config.train.learning_rate", train.learning_rate, "must be a positive number")
     _require(0 < train.final_lr_fraction <= 1, "--config.train.final_lr_fraction",
              train.final_lr_fraction, "must be in (0, 1]")
+    warmup = train.get("warmup_steps", 0)
+    _require(0 <= warmup < train.iterations, "--config.train.warmup_steps", warmup,
+             f"must be at least 0 and below --config.train.iterations={train.iterations}")
+    budget = train.get("memory_budget_gb")
+    _require(budget is None or budget > 0, "--config.train.memory_budget_gb", budget,
+             "must be positive (GB per device; None: no limit)")
     for key in ("log_every", "checkpoint_every", "keep_checkpoints"):
         _require(train[key] >= 1, f"--config.train.{key}", train[key], "must be at least 1")
     for key in LOSS_WEIGHTS:

@@ -8,6 +8,8 @@ either.
 
 from __future__ import annotations
 
+import sys
+
 
 class UserError(Exception):
     """A failure caused by the input (files, config, workdir, environment), with a message that
@@ -29,3 +31,8 @@ class MissingFileError(UserError, FileNotFoundError):
 
 class VocoderError(UserError, ValueError):
     """Vocoder weights or their config that cannot be used (corrupt, mismatched, wrong format)."""
+
+
+def warn(message: str) -> None:
+    """A notice the user should see that does not stop the run: one line on stderr."""
+    print(" ".join(message.split()), file=sys.stderr, flush=True)

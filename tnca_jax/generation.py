@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from tnca_jax.audio import fit_full_scale
 from tnca_jax.checks import check_growth, check_refinement
 from tnca_jax.contract import SpectralContract, measuring_contract
 from tnca_jax.errors import MissingFileError
@@ -29,7 +30,7 @@ from tnca_jax.representations import (
     get_representation,
 )
 from tnca_jax.target import Target, load_target
-from tnca_jax.train import create_train_state, restore
+from tnca_jax.train import create_train_state, restore, restore_newest
 from tnca_jax.workdir import Workdir, WorkdirError
 
 
@@ -125,7 +126,8 @@ class TrainedRun:
 
 
 def load_run(workdir_or_checkpoint: str | os.PathLike) -> TrainedRun:
-    """Restore the trained TNCA of a workdir (latest checkpoint) or of one checkpoint
+    """Restore the trained TNCA of a workdir (its newest checkpoint that can be read: a
+    damaged one is skipped, saying so on stderr) or of one checkpoint
     (`workdir/checkpoints/<step>`)."""
     workdir, step = Workdir.locate(workdir_or_checkpoint)
     run = workdir.read_run()
@@ -138,11 +140,13 @@ def load_run(workdir_or_checkpoint: str | os.PathLike) -> TrainedRun:
         steps = checkpoints.steps()
         if not steps:
             raise MissingFileError(f"{workdir} has no checkpoint yet: train first")
-        if step is not None and step not in steps:
+        if step is None:
+            step, _ = restore_newest(checkpoints, train_state, pool)
+        elif step in steps:
+            restore(checkpoints, step, train_state, pool)
+        else:
             raise MissingFileError(f"{workdir} has no checkpoint {step}; it has "
                                    f"{', '.join(map(str, steps))}")
-        step = steps[-1] if step is None else step
-        restore(checkpoints, step, train_state, pool)
     finally:
         checkpoints.close()
     model, _ = nnx.merge(graphdef, train_state)
@@ -179,7 +183,8 @@ def render(model: TNCA, n_frames: int, inverse: Inverse, settings: RenderSetting
     one jitted call and are rendered as one batch; for N > 1 each is scored against
     `reference` (mono audio at the contract's rate) and the best is kept. The refinement's
     post-processing (mel only) applies to every stage before rendering. `return_stages` also
-    renders every stage (`stage_audio`).
+    renders every stage (`stage_audio`). Rendered audio never exceeds full scale: a note that
+    would is scaled down to peak 1 (`tnca_jax.audio.fit_full_scale`).
     """
     refinement = settings.refinement
     count = refinement.best_of
@@ -191,12 +196,12 @@ def render(model: TNCA, n_frames: int, inverse: Inverse, settings: RenderSetting
                                  num_stages=settings.num_stages,
                                  seeds=seeds)  # [N, S, V, bins, frames]
     candidates = postprocess(candidates, contract, refinement)  # mel only (check_config)
-    audio = np.asarray(inverse(candidates[:, -1]), np.float32)
+    audio = fit_full_scale(inverse(candidates[:, -1]))
     selection = (select(reference, audio, seeds, measuring_contract(contract),
                         refinement.best_of_metric) if count > 1 else None)
     chosen = selection.chosen if selection else 0
     stages = candidates[chosen]
-    stage_audio = np.asarray(inverse(stages), np.float32) if return_stages else None
+    stage_audio = fit_full_scale(inverse(stages)) if return_stages else None
     return GenerationResult(spectrogram=stages[-1, 0], audio=audio[chosen],
                             sample_rate=contract.sample_rate, stages=stages[:, 0],
                             stage_steps=settings.stage_steps, contract=contract,

@@ -29,20 +29,23 @@ report's table and `badness` read it). In brief:
 - visqol_moslqo: ViSQOL v3 in audio mode (visqol-python's bundled model) on both signals
   resampled to 48 kHz: MOS-LQO from 1 to about 4.73 (identical audio). None, with the reason in
   `notes`, when visqol-python is not installed or the audio is shorter than about 1 s.
+
+The last three (`OPTIONAL`) run in a worker process (`tnca_jax.optional_metrics`): if their
+native code crashes or hangs, they are missing (None, with the reason in `notes`) and the rest
+of the run goes on.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tnca_jax import dsp, losses
+from tnca_jax import dsp, losses, optional_metrics
 from tnca_jax.contract import DB_PER_NEPER, MelContract, SpectralContract
 
 TOP_DB = 80.0
@@ -50,8 +53,7 @@ MCD_COEFFICIENTS = 13  # c_1..c_13
 SNR_MAX_DB = 200.0
 SNR_VOCODER_PHASE = ("not meaningful here: the TNCA grows a log-mel, the phase comes "
                      "from the vocoder")
-F0_FMIN_HZ, F0_FMAX_HZ = 65.41, 2093.0  # C2..C7
-VISQOL_RATE = 48000
+OPTIONAL = frozenset({"f0_error_cents", "voiced_agreement", "visqol_moslqo"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,62 +209,6 @@ def centroid_error_hz(reference: np.ndarray, generated: np.ndarray,
                - spectral_centroid_hz(reference, contract))
 
 
-def pyin_f0(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """pYIN over C2-C7 with ~93 ms frames: ([frames] f0 in Hz, NaN where unvoiced; [frames] bool
-    voiced)."""
-    import librosa
-
-    frame_length = 2 ** math.ceil(math.log2(0.09 * sample_rate))
-    f0, voiced, _ = librosa.pyin(audio, fmin=F0_FMIN_HZ, fmax=F0_FMAX_HZ, sr=sample_rate,
-                                 frame_length=frame_length, hop_length=frame_length // 4)
-    return f0, voiced
-
-
-def f0_agreement(reference: np.ndarray, generated: np.ndarray, sample_rate: int
-                 ) -> tuple[float | None, float]:
-    """(mean |f0 error| in cents over frames voiced in both, None if none are; fraction of
-    frames whose voicing agrees)."""
-    reference, generated = _align(reference, generated)
-    (ref_f0, ref_voiced), (gen_f0, gen_voiced) = (pyin_f0(reference, sample_rate),
-                                                  pyin_f0(generated, sample_rate))
-    both = ref_voiced & gen_voiced
-    agreement = float(np.mean(ref_voiced == gen_voiced))
-    if not both.any():
-        return None, agreement
-    return float(np.mean(np.abs(1200 * np.log2(gen_f0[both] / ref_f0[both])))), agreement
-
-
-@functools.lru_cache(maxsize=1)
-def _visqol_api():
-    from visqol.api import VisqolApi
-
-    api = VisqolApi()
-    api.create(mode="audio")
-    return api
-
-
-def visqol_moslqo(reference: np.ndarray, generated: np.ndarray, sample_rate: int
-                  ) -> tuple[float | None, str | None]:
-    """(ViSQOL audio-mode MOS-LQO at 48 kHz, None) or (None, why it is missing)."""
-    import librosa
-
-    try:
-        api = _visqol_api()
-    except ImportError:
-        return None, ("visqol-python is not installed (pip install 'tnca_jax[metrics]'); "
-                      "ViSQOL left out")
-    reference, generated = (librosa.resample(x, orig_sr=sample_rate, target_sr=VISQOL_RATE)
-                            .astype(np.float64) for x in _align(reference, generated))
-    try:
-        with np.errstate(all="ignore"):
-            score = float(api.measure_from_arrays(reference, generated, VISQOL_RATE).moslqo)
-    except ValueError as err:  # e.g. under ~1 s: fewer frames than one ViSQOL patch
-        return None, f"ViSQOL cannot score this audio: {err}"
-    if not math.isfinite(score):
-        return None, "ViSQOL returned no score (is the generated audio silent?)"
-    return score, None
-
-
 @dataclasses.dataclass(frozen=True)
 class AudioMetrics:
     """Every metric of `METRICS` (None: not computed, or missing for the reason in `notes`)."""
@@ -297,25 +243,28 @@ _DIRECT: dict[str, Metric] = {
 }
 
 
-def compare(reference: np.ndarray, generated: np.ndarray, contract: MelContract, *,
-            only: Collection[str] | None = None) -> AudioMetrics:
-    """The metrics of `generated` against `reference` (both mono, at the contract's rate):
-    all of `METRICS`, or those named in `only`."""
+def compare_many(reference: np.ndarray, generated: Sequence[np.ndarray],
+                 contract: MelContract, *, only: Collection[str] | None = None
+                 ) -> list[AudioMetrics]:
+    """The metrics of each of `generated` against `reference` (all mono, at the contract's
+    rate): all of `METRICS`, or those named in `only`. The optional ones of all signals are
+    measured in one batch by the worker (`tnca_jax.optional_metrics`)."""
     names = set(METRICS) if only is None else set(only)
     unknown = names - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metric(s) {', '.join(sorted(unknown))}; choose from "
                          f"{', '.join(METRICS)}")
-    values: dict = {name: _DIRECT[name](reference, generated, contract)
-                    for name in names & _DIRECT.keys()}
-    notes = {}
-    if names & {"f0_error_cents", "voiced_agreement"}:
-        values["f0_error_cents"], values["voiced_agreement"] = f0_agreement(
-            reference, generated, contract.sample_rate)
-        if values["f0_error_cents"] is None:
-            notes["f0_error_cents"] = "no frame is voiced in both signals"
-    if "visqol_moslqo" in names:
-        values["visqol_moslqo"], why = visqol_moslqo(reference, generated, contract.sample_rate)
-        if why:
-            notes["visqol_moslqo"] = why
-    return AudioMetrics(**values, notes=notes)
+    optional = (optional_metrics.measure(np.asarray(reference, np.float32),
+                                         [np.asarray(x, np.float32) for x in generated],
+                                         contract.sample_rate, names & OPTIONAL)
+                if names & OPTIONAL else [({}, {})] * len(generated))
+    return [AudioMetrics(**{name: _DIRECT[name](reference, audio, contract)
+                            for name in names & _DIRECT.keys()}, **values, notes=notes)
+            for audio, (values, notes) in zip(generated, optional, strict=True)]
+
+
+def compare(reference: np.ndarray, generated: np.ndarray, contract: MelContract, *,
+            only: Collection[str] | None = None) -> AudioMetrics:
+    """The metrics of `generated` against `reference` (both mono, at the contract's rate):
+    all of `METRICS`, or those named in `only`."""
+    return compare_many(reference, [generated], contract, only=only)[0]

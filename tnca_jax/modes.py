@@ -12,10 +12,11 @@ Every mode checks the config before it reads or writes anything (`check_config`)
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import jax
 import ml_collections
@@ -23,6 +24,7 @@ import numpy as np
 
 from tnca_jax import metrics, plots
 from tnca_jax import report as report_page
+from tnca_jax.audio import fit_full_scale
 from tnca_jax.checks import check_config
 from tnca_jax.console import Console
 from tnca_jax.contract import measuring_contract
@@ -39,7 +41,7 @@ from tnca_jax.inverse import Inverse, load_inverse
 from tnca_jax.model import TNCA
 from tnca_jax.representations import config_representation_name
 from tnca_jax.target import Target, load_target
-from tnca_jax.train import train
+from tnca_jax.train import plan_training, train
 from tnca_jax.workdir import (
     CEILING_WAV,
     COMPARISON_PNG,
@@ -54,20 +56,21 @@ from tnca_jax.workdir import (
 
 
 # ------------------------------------------------------------------------ measuring
-def scores(reference: np.ndarray, audio: np.ndarray, inverse: Inverse) -> dict:
-    """Every metric of `audio` rendered by `inverse` against `reference`; SNR is flagged where
-    the phase was not grown but invented by the vocoder."""
-    result = metrics.compare(reference, audio, measuring_contract(inverse.contract)).to_dict()
+def scores(reference: np.ndarray, audios: list[np.ndarray], inverse: Inverse) -> list[dict]:
+    """Every metric of each of `audios` rendered by `inverse` against `reference` (one batch
+    for the optional metrics' worker); SNR is flagged where the phase was not grown but
+    invented by the vocoder."""
+    results = [result.to_dict() for result in metrics.compare_many(
+        reference, audios, measuring_contract(inverse.contract))]
     if not inverse.representation.grows_phase:
-        result["notes"]["snr_db"] = metrics.SNR_VOCODER_PHASE
-    return result
+        for result in results:
+            result["notes"]["snr_db"] = metrics.SNR_VOCODER_PHASE
+    return results
 
 
-def vocoder_ceiling(target: Target, inverse: Inverse) -> tuple[dict, np.ndarray]:
-    """The inverse (vocoder) on the target's own features: its metrics against the recording
-    and its audio [samples]."""
-    audio = np.asarray(inverse(target.features[None])[0])
-    return scores(target.audio, audio, inverse), audio
+def ceiling_audio(target: Target, inverse: Inverse) -> np.ndarray:
+    """The inverse (vocoder) on the target's own features: the best it can sound."""
+    return fit_full_scale(inverse(target.features[None])[0])
 
 
 def evaluate(target: Target, result: GenerationResult, inverse: Inverse
@@ -75,12 +78,12 @@ def evaluate(target: Target, result: GenerationResult, inverse: Inverse
     """Metrics of the generated note, the inverse's ceiling and the static baseline (the
     recording's per-band time average), and the ceiling's audio."""
     contract = target.contract
-    ceiling, ceiling_audio = vocoder_ceiling(target, inverse)
+    best = ceiling_audio(target, inverse)
     static_features = np.broadcast_to(target.features.mean(axis=-1, keepdims=True),
                                       target.features.shape)
     static_audio = np.asarray(inverse(static_features[None])[0])
-    generated = scores(target.audio, result.audio, inverse)
-    static = scores(target.audio, static_audio, inverse)
+    generated, ceiling, static = scores(target.audio, [result.audio, best, static_audio],
+                                        inverse)
     return {
         "generated": generated,
         "ceiling": ceiling,
@@ -94,7 +97,7 @@ def evaluate(target: Target, result: GenerationResult, inverse: Inverse
         "vocoder": inverse.name,
         "target_seconds": len(target.audio) / contract.sample_rate,
         "best_of": result.selection.to_dict() if result.selection else None,
-    }, ceiling_audio
+    }, best
 
 
 def worse_than_static(report: dict) -> list[str]:
@@ -208,36 +211,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     console = console or Console(enabled=progress)
     workdir = Workdir(workdir)
     with console.stage("load") as stage:
-        # Everything that can fail is checked before the first write.
+        # Everything that can fail is checked before the first write, memory included.
         check_config(config, device_count=jax.device_count())
         # The TNCA grows exactly what the vocoder expects: the target under its contract.
         inverse = load_inverse(config_representation_name(config), config.vocoder,
                                config.vocoder_path, contract=config.contract)
         target = load_target(config, inverse.representation)
         check_resumable(workdir, config, target)
-        workdir.prepare()
-        workdir.write_run(config, target.contract, target.n_frames)
-        workdir.write_wav(TARGET_WAV, target.audio, target.contract.sample_rate)
+        workdir.refuse_if_in_use()  # before the slow compile; `lock` checks again
+        program = plan_training(config, target)
         seconds = len(target.audio) / target.contract.sample_rate
         stage.detail = (f"{config.audio_path}: {seconds:.2f} s -> {target.representation.name} "
                         f"grid {target.features.shape[1]} x {target.n_frames} "
                         f"({target.contract.name})")
     if target.cut:
         console.line(f"note: {target.cut}")
-    with console.stage("train") as stage:
-        model = train(config, workdir, target, progress=progress)
-        log = workdir.read_log()
-        stage.detail = (f"{config.train.iterations} iterations, grid L1 "
-                        f"{log[-1]['grid_l1_db']:.2f} dB" if log else "")
-    return render_and_report(config, workdir, target, model, inverse, console)
+    workdir.prepare()
+    with workdir.lock():
+        workdir.write_wav(TARGET_WAV, target.audio, target.contract.sample_rate)
+        with console.stage("train") as stage:
+            model = train(config, workdir, target, progress=progress, program=program)
+            log = workdir.read_log()
+            stage.detail = (f"{config.train.iterations} iterations, grid L1 "
+                            f"{log[-1]['grid_l1_db']:.2f} dB" if log else "")
+        return render_and_report(config, workdir, target, model, inverse, console)
 
 
+@contextlib.contextmanager
 def _trained(config: ml_collections.ConfigDict, workdir: str | os.PathLike
-             ) -> tuple[TrainedRun, Inverse]:
-    """A trained workdir and the config's way back to audio for it (checked first)."""
+             ) -> Iterator[tuple[TrainedRun, Inverse]]:
+    """A trained workdir (locked for the block) and the config's way back to audio for it,
+    checked first."""
     check_config(config)
     run = load_run(workdir)
-    return run, load_inverse(run.representation, config.vocoder, config.vocoder_path)
+    inverse = load_inverse(run.representation, config.vocoder, config.vocoder_path)
+    with run.workdir.lock():
+        yield run, inverse
 
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
@@ -247,9 +256,9 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | os.PathLi
     `config` gives the seed, the vocoder and the `generate` section (steps, best-of-N,
     post-processing). Writes what `render_and_report` writes; returns a summary.
     """
-    run, inverse = _trained(config, workdir)
-    report = render_and_report(config, run.workdir, run.target(), run.model, inverse,
-                               Console())
+    with _trained(config, workdir) as (run, inverse):
+        report = render_and_report(config, run.workdir, run.target(), run.model, inverse,
+                                   Console())
     return {"workdir": str(run.workdir), "report": str(run.workdir.file(REPORT_FILE)),
             "checkpoint_step": run.step, "generated": report["generated"],
             "ceiling": report["ceiling"], "best_of": report["best_of"]}
@@ -262,13 +271,14 @@ def growth_workdir(config: ml_collections.ConfigDict, workdir: str | os.PathLike
     `config` gives the seed, the vocoder and the `generate` section (steps, num_stages,
     best-of-N, post-processing); the model comes from the workdir.
     """
-    run, inverse = _trained(config, workdir)
-    result = render_run(run, inverse, RenderSettings.from_config(config), return_stages=True)
-    wav, gif = write_growth(run.workdir, result)
-    summary = {"workdir": str(run.workdir), "growth_wav": str(wav), "growth_gif": str(gif),
-               "stage_steps": result.stage_steps}
-    if run.workdir.has_metrics():
-        summary["report"] = str(report_page.write_report(run.workdir))
+    with _trained(config, workdir) as (run, inverse):
+        result = render_run(run, inverse, RenderSettings.from_config(config),
+                            return_stages=True)
+        wav, gif = write_growth(run.workdir, result)
+        summary = {"workdir": str(run.workdir), "growth_wav": str(wav), "growth_gif": str(gif),
+                   "stage_steps": result.stage_steps}
+        if run.workdir.has_metrics():
+            summary["report"] = str(report_page.write_report(run.workdir))
     return summary
 
 
@@ -282,13 +292,15 @@ def ceiling(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> di
                            config.vocoder_path, contract=config.contract)
     target = load_target(config, inverse.representation)
     workdir.prepare()
-    result, audio = vocoder_ceiling(target, inverse)
+    audio = ceiling_audio(target, inverse)
+    [result] = scores(target.audio, [audio], inverse)
     stem = f"ceiling_{config.vocoder}"
-    workdir.write_wav(f"{stem}.wav", audio, target.contract.sample_rate)
-    path = workdir.write_json(f"{stem}.json", {
-        "ceiling": result, "vocoder": config.vocoder, "vocoder_path": config.vocoder_path,
-        "contract": target.contract.to_dict(), "audio_path": config.audio_path,
-        "target_seconds": len(target.audio) / target.contract.sample_rate})
+    with workdir.lock():
+        workdir.write_wav(f"{stem}.wav", audio, target.contract.sample_rate)
+        path = workdir.write_json(f"{stem}.json", {
+            "ceiling": result, "vocoder": config.vocoder, "vocoder_path": config.vocoder_path,
+            "contract": target.contract.to_dict(), "audio_path": config.audio_path,
+            "target_seconds": len(target.audio) / target.contract.sample_rate})
     return {"workdir": str(workdir), "report": str(path), "ceiling": result}
 
 
@@ -297,14 +309,14 @@ def generate_workdir(config: ml_collections.ConfigDict, workdir: str | os.PathLi
     section) and render it with the config's vocoder, whose contract must equal the workdir's
     (else ContractMismatchError). Writes generated_<vocoder>.wav and generated_<vocoder>.json
     (the sections of metrics.json); the training's own outputs stay as they are."""
-    run, inverse = _trained(config, workdir)
-    target = run.target()
-    result = render_run(run, inverse, RenderSettings.from_config(config))
-    report, _ = evaluate(target, result, inverse)
-    report["vocoder_path"] = config.vocoder_path
-    stem = f"generated_{config.vocoder}"
-    run.workdir.write_wav(f"{stem}.wav", result.audio, result.sample_rate)
-    path = run.workdir.write_json(f"{stem}.json", report)
+    with _trained(config, workdir) as (run, inverse):
+        target = run.target()
+        result = render_run(run, inverse, RenderSettings.from_config(config))
+        report, _ = evaluate(target, result, inverse)
+        report["vocoder_path"] = config.vocoder_path
+        stem = f"generated_{config.vocoder}"
+        run.workdir.write_wav(f"{stem}.wav", result.audio, result.sample_rate)
+        path = run.workdir.write_json(f"{stem}.json", report)
     return {"workdir": str(run.workdir), "report": str(path), "checkpoint_step": run.step,
             "generated": report["generated"], "ceiling": report["ceiling"]}
 

@@ -112,7 +112,7 @@ class Selection:
 def select(reference: np.ndarray, candidates: np.ndarray, seeds: list[int],
            contract: MelContract, metric: str) -> Selection:
     """Score candidate waveforms [N, samples] against `reference`; keep the best."""
-    scores = [getattr(metrics.compare(reference, audio, contract, only={metric}), metric)
-              for audio in candidates]
+    scores = [getattr(result, metric) for result in
+              metrics.compare_many(reference, list(candidates), contract, only={metric})]
     chosen = min(range(len(scores)), key=lambda i: metrics.badness(metric, scores[i]))
     return Selection(metric=metric, seeds=seeds, scores=scores, chosen=chosen)

@@ -11,7 +11,16 @@ in one place, `create_train_state`. The train step is one `jax.jit` over it; eac
 4. normalises each parameter's gradient to unit L2 norm, then Adam with a decaying rate;
 5. writes the grown states back to the pool.
 A step whose loss, gradients or updated state are not finite is rejected (state and pool stay);
-`train` names the first one at the next log or checkpoint step and stops before writing either.
+`train` finds the first one at the next log or checkpoint step, before writing either, and
+retries from the last good state (the newest checkpoint, else the start) with the learning
+rate halved, at most `MAX_RETRIES` times, before it gives up (`NonFiniteError`). The rate's
+scale lives in the optimizer state (`scale_by_scaled_schedule`): changing it recompiles
+nothing, checkpoints keep it, and at 1 it leaves every update bit for bit as it was.
+
+`plan_training` compiles the step before anything is written and reads XLA's memory analysis
+of it: with `config.train.remat` None (auto) it recomputes growth steps in the backward pass
+(remat) when the estimate exceeds `config.train.memory_budget_gb`, and refuses a config that
+does not fit even so (ConfigError naming the knobs).
 
 `train` splits the batch and the pool along their leading axis over all devices (`data_mesh`)
 and replicates the model and optimizer; random bits do not depend on the split, so 1 and N
@@ -21,10 +30,13 @@ devices train the same model (up to float summation order).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,13 +47,16 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from tnca_jax.checks import check_sharding
-from tnca_jax.errors import UserError
+from tnca_jax.errors import ConfigError, UserError, warn
 from tnca_jax.losses import LossWeights, TncaTarget, spectrogram_loss, tnca_loss
 from tnca_jax.model import ALIVE_THRESHOLD, ALPHA, TNCA, grow
 from tnca_jax.target import Target
 from tnca_jax.workdir import Checkpoints, Workdir
 
 DATA_AXIS = "data"
+MAX_RETRIES = 3  # rejected steps retried at a lower learning rate before a run gives up
+RETRY_FACTOR = 0.5  # the learning rate's scale after each retry
+GB = 1e9
 
 
 class NonFiniteError(UserError, RuntimeError):
@@ -95,11 +110,65 @@ def normalize_per_variable(eps: float = 1e-8) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
 
 
+class ScaledScheduleState(NamedTuple):
+    """The optimizer state of `scale_by_scaled_schedule`."""
+
+    count: jax.Array
+    learning_rate_scale: jax.Array
+
+
+def scale_by_scaled_schedule(schedule: optax.Schedule) -> optax.GradientTransformation:
+    """optax's `scale_by_learning_rate(schedule)` times a scale kept in the optimizer state (1
+    until `train` lowers it after a rejected step): the rate changes without recompiling the
+    step, and at 1 every update is bit for bit optax's."""
+
+    def init_fn(params):
+        del params
+        return ScaledScheduleState(jnp.zeros([], jnp.int32), jnp.ones([], jnp.float32))
+
+    def update_fn(updates, state, params=None):
+        del params
+        step_size = -1 * schedule(state.count) * state.learning_rate_scale
+        updates = jax.tree.map(lambda g: jnp.array(step_size, dtype=g.dtype) * g, updates)
+        return updates, ScaledScheduleState(optax.safe_increment(state.count),
+                                            state.learning_rate_scale)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    schedule = optax.exponential_decay(
-        train_config.learning_rate, transition_steps=max(train_config.iterations, 1),
-        decay_rate=train_config.final_lr_fraction)
-    return optax.chain(normalize_per_variable(), optax.adam(schedule))
+    """Per-variable gradient normalisation, then Adam whose rate decays exponentially to
+    `final_lr_fraction` (after a linear warm-up over `warmup_steps`, if any), times the retry
+    scale (`scale_by_scaled_schedule`)."""
+    warmup = train_config.get("warmup_steps", 0)
+    if warmup:
+        schedule = optax.warmup_exponential_decay_schedule(
+            0.0, train_config.learning_rate, warmup,
+            transition_steps=max(train_config.iterations - warmup, 1),
+            decay_rate=train_config.final_lr_fraction)
+    else:
+        schedule = optax.exponential_decay(
+            train_config.learning_rate, transition_steps=max(train_config.iterations, 1),
+            decay_rate=train_config.final_lr_fraction)
+    return optax.chain(normalize_per_variable(), optax.scale_by_adam(),
+                       scale_by_scaled_schedule(schedule))
+
+
+def _is_scale(path: tuple) -> bool:
+    return any(getattr(key, "key", None) == "learning_rate_scale" for key in path)
+
+
+def learning_rate_scale(train_state: nnx.State) -> float:
+    """The scale `train` applies to the learning rate (1 until a rejected step lowers it)."""
+    leaves = jax.tree_util.tree_leaves_with_path(train_state)
+    return float(next(leaf for path, leaf in leaves if _is_scale(path)))
+
+
+def with_learning_rate_scale(train_state: nnx.State, scale: float) -> nnx.State:
+    """`train_state` with the learning rate's scale set to `scale` (placed like the old one)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, leaf: (jax.device_put(jnp.asarray(scale, leaf.dtype), leaf.sharding)
+                            if _is_scale(path) else leaf), train_state)
 
 
 def living_fraction(states: jax.Array) -> jax.Array:
@@ -107,12 +176,13 @@ def living_fraction(states: jax.Array) -> jax.Array:
 
 
 def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
-                    target: TncaTarget, *, mesh: Mesh | None = None):
+                    target: TncaTarget, *, mesh: Mesh | None = None, remat: bool | None = None):
     """Build the jitted step: (train_state, pool) -> (train_state, pool, metrics).
 
     Step n draws its randomness from `fold_in(key(config.seed), n)`, n the optimizer's step
     count. With `mesh` (see `data_mesh`) the pool and batch are split over its devices, the
-    rest replicated, and the step takes and returns them so.
+    rest replicated, and the step takes and returns them so. `remat` (default: the config's,
+    None = off) recomputes growth steps in the backward pass.
     """
     replicated, split = (None, None) if mesh is None else shardings(mesh)
 
@@ -127,6 +197,7 @@ def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
     batch_size, max_steps = train_config.batch_size, train_config.max_steps
     n_frames = target.unit.shape[-1]
     base_key = jax.random.key(config.seed)
+    remat = bool(train_config.get("remat") if remat is None else remat)
 
     def train_step(train_state: nnx.State, pool: jax.Array):
         model, optimizer = nnx.merge(graphdef, train_state)
@@ -142,7 +213,7 @@ def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
 
         def loss_fn(params):
             grown = grow(model_def, params, batch, grow_key, max_steps, active_steps=steps,
-                         remat=train_config.remat)
+                         remat=remat)
             shown = nnx.merge(model_def, params).spectrogram(grown)
             loss = tnca_loss(shown, grown, target, weights, audio_key)
             return loss, (grown, jnp.mean(jnp.abs(shown[:, 0] - target.unit[0])))
@@ -181,6 +252,13 @@ def save(checkpoints: Checkpoints, step: int, train_state: nnx.State, pool: jax.
     checkpoints.save(step, {"train_state": nnx.to_pure_dict(train_state), "pool": pool})
 
 
+def _abstract(tree: Any) -> Any:
+    """Shapes, dtypes and shardings of the arrays of `tree` (what a restore or a lowering
+    needs), without their memory."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                        tree)
+
+
 def restore(checkpoints: Checkpoints, step: int, train_state: nnx.State, pool: jax.Array
             ) -> jax.Array:
     """Load checkpoint `step` into `train_state` (in place); returns the restored pool.
@@ -189,100 +267,235 @@ def restore(checkpoints: Checkpoints, step: int, train_state: nnx.State, pool: j
     checkpoint was written from.
     """
     restored = checkpoints.restore(step, {"train_state": nnx.to_pure_dict(train_state),
-                                          "pool": pool})
+                                          "pool": _abstract(pool)})
     nnx.replace_by_pure_dict(train_state, restored["train_state"])
     return restored["pool"]
 
 
-def _require_finite(pending: list[tuple[int, jax.Array]], checkpoints: Checkpoints) -> None:
-    """Raise NonFiniteError naming the first rejected step among (step, finite flag) pairs.
+def restore_newest(checkpoints: Checkpoints, train_state: nnx.State, pool: jax.Array, *,
+                   set_aside: Path | None = None) -> tuple[int, jax.Array] | None:
+    """Load the newest checkpoint that can be read into `train_state` (in place); returns
+    (its step, the restored pool), or None when there is no checkpoint. Damaged checkpoints
+    are skipped, and moved to `set_aside` if given (see `Checkpoints.restore_newest`)."""
+    restored = checkpoints.restore_newest(
+        {"train_state": nnx.to_pure_dict(train_state), "pool": _abstract(pool)},
+        set_aside=set_aside)
+    if restored is None:
+        return None
+    step, tree = restored
+    nnx.replace_by_pure_dict(train_state, tree["train_state"])
+    return step, tree["pool"]
+
+
+# ------------------------------------------------------------------------ memory
+@dataclasses.dataclass(frozen=True)
+class MemoryEstimate:
+    """XLA's memory analysis of one compiled train step, per device, in bytes."""
+
+    arguments: int  # train state and pool (donated: the outputs reuse them)
+    outputs: int
+    aliased: int
+    temporaries: int  # activations kept for the backward pass, workspace
+    peak: int
+
+    @classmethod
+    def of(cls, compiled: Any) -> MemoryEstimate:
+        stats = compiled.memory_analysis()
+        live = (stats.argument_size_in_bytes + stats.output_size_in_bytes
+                - stats.alias_size_in_bytes + stats.temp_size_in_bytes)
+        return cls(arguments=stats.argument_size_in_bytes, outputs=stats.output_size_in_bytes,
+                   aliased=stats.alias_size_in_bytes, temporaries=stats.temp_size_in_bytes,
+                   peak=max(getattr(stats, "peak_memory_in_bytes", 0), live))
+
+    def to_dict(self) -> dict:
+        return {key: round(value / GB, 3) for key, value in dataclasses.asdict(self).items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainProgram:
+    """The compiled train step of a config and target, and the memory it needs.
+
+    `step` is the jitted step (`make_train_step`) already compiled for this state and pool;
+    `remat` whether it recomputes growth steps in the backward pass; `memory` XLA's estimate.
+    """
+
+    mesh: Mesh
+    step: Any
+    remat: bool
+    memory: MemoryEstimate
+
+
+def plan_training(config: ml_collections.ConfigDict, target: Target) -> TrainProgram:
+    """Compile the train step of `config` on `target` and check it fits in memory.
+
+    `config.train.remat`: True or False forces it; None (auto) turns it on only when XLA's
+    estimate of the step exceeds `config.train.memory_budget_gb` (saying so on stderr).
+    Raises ConfigError when the step needs more than the budget even so. Writes nothing.
+    """
+    train_config = config.train
+    mesh = data_mesh(train_config)
+    normalized = target.normalized
+    graphdef, train_state, pool = create_train_state(
+        config, *normalized.shape[1:], n_values=target.representation.n_values, mesh=mesh)
+    placed = _abstract((train_state, pool))
+    del train_state, pool
+    tnca_target = TncaTarget.create(normalized, target.representation, target.audio)
+    budget = train_config.get("memory_budget_gb", None)
+    forced = train_config.get("remat")
+    estimates: dict[bool, MemoryEstimate] = {}
+    for remat in ([bool(forced)] if forced is not None else [False, True]):
+        step = make_train_step(graphdef, config, tnca_target, mesh=mesh, remat=remat)
+        estimates[remat] = MemoryEstimate.of(step.lower(*placed).compile())
+        if budget is None or estimates[remat].peak <= budget * GB:
+            if remat and forced is None:
+                warn(f"memory: the train step needs ~{estimates[False].peak / GB:.1f} GB, "
+                     f"above --config.train.memory_budget_gb={budget:g}; recomputing growth "
+                     f"steps in the backward pass (remat) brings it to "
+                     f"~{estimates[True].peak / GB:.1f} GB")
+            return TrainProgram(mesh=mesh, step=step, remat=remat, memory=estimates[remat])
+    needed = min(estimate.peak for estimate in estimates.values()) / GB
+    how = "with remat" if forced is not False else "(remat is forced off)"
+    raise ConfigError(
+        f"the train step needs ~{needed:.1f} GB per device {how}, above "
+        f"--config.train.memory_budget_gb={budget:g}; lower --config.train.batch_size, "
+        "--config.train.max_steps, --config.train.pool_size or --config.max_seconds, or raise "
+        "memory_budget_gb if the accelerator has more memory")
+
+
+# ------------------------------------------------------------------------ the loop
+def _first_rejected(pending: list[tuple[int, jax.Array]]) -> int | None:
+    """The first rejected step among (step, finite flag) pairs, or None.
 
     The flags stay on the device until here (a log or checkpoint step): no per-step sync.
     """
     flags = jax.device_get([flag for _, flag in pending])
-    rejected = [step for (step, _), ok in zip(pending, flags, strict=True) if not ok]
-    if rejected:
-        checkpoints.wait()
-        raise NonFiniteError(
-            f"non-finite loss, gradient or update at step {rejected[0]} (the step was rejected); "
-            f"{checkpoints.resume_point()}: rerun with a lower --config.train.learning_rate")
+    return next((step for (step, _), ok in zip(pending, flags, strict=True) if not ok), None)
 
 
 def train(config: ml_collections.ConfigDict, workdir: Workdir | str | os.PathLike,
-          target: Target, *, progress: bool = True, stop_at: int | None = None) -> TNCA:
+          target: Target, *, progress: bool = True, stop_at: int | None = None,
+          program: TrainProgram | None = None) -> TNCA:
     """Train (or resume training) a TNCA on `target`; returns the trained model.
 
     Checkpoints go to `workdir/checkpoints`; a run restarted with the same workdir resumes
-    from the latest one, also on another number of devices. Metrics are appended to the
-    workdir's training log. `stop_at` ends this call after that step (checkpointed), e.g. to
-    fit a time-sliced session; the learning-rate schedule always spans
-    `config.train.iterations`.
+    from the newest intact one (a damaged one is moved to `workdir/damaged_checkpoints`), also
+    on another number of devices. Metrics are appended to the workdir's training log; run.json
+    is (re)written once this call has a checkpoint, so that it always describes the run the
+    checkpoints hold. A rejected (non-finite) step is retried from the last good state at a
+    lower learning rate (see the module docstring). `stop_at` ends this call after that step
+    (checkpointed), e.g. to fit a time-sliced session; the learning-rate schedule always spans
+    `config.train.iterations`. `program`: the compiled step from `plan_training` (default:
+    planned here).
     """
     workdir = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
+    program = plan_training(config, target) if program is None else program
     train_config = config.train
     normalized = target.normalized
-    mesh = data_mesh(train_config)
-    graphdef, train_state, pool = create_train_state(
-        config, *normalized.shape[1:], band_level=normalized.mean(axis=-1),
-        n_values=target.representation.n_values, mesh=mesh)
-
     checkpoints = workdir.checkpoints(keep=train_config.keep_checkpoints,
                                       every=train_config.checkpoint_every)
-    start = checkpoints.latest() or 0
-    workdir.trim_log(start)
-    if start:
-        pool = restore(checkpoints, start, train_state, pool)
-        print(f"Resuming from checkpoint at step {start} in {checkpoints.directory}",
-              file=sys.stderr)
-
-    train_step = make_train_step(graphdef, config,
-                                 TncaTarget.create(normalized, target.representation,
-                                                   target.audio), mesh=mesh)
     span_db = target.representation.unit_span_db
     iterations = train_config.iterations
     last = iterations if stop_at is None else min(stop_at, iterations)
-    bar = _progress(start, iterations, progress)
-    window_start, window_steps = time.perf_counter(), 0
-    pending: list[tuple[int, jax.Array]] = []  # (step, finite flag) since the last check
+    bar = None  # the progress bar, once the first step to train is known
+    described = False  # whether run.json describes the run of this call's checkpoints
+    retry: dict | None = None  # the training log's record of a retry, once one is made
     try:
-        with workdir.log_appender(checkpoints) as append_log:
-            for step in range(start, last):
-                train_state, pool, metrics = train_step(train_state, pool)
-                window_steps += 1
-                done = step + 1
-                pending.append((done, metrics["finite"]))
-                log_now = done % train_config.log_every == 0 or done == last
-                save_now = done == last or checkpoints.should_save(done)
-                if log_now or save_now:  # Nothing non-finite is logged or checkpointed.
-                    _require_finite(pending, checkpoints)
-                    pending.clear()
-                if log_now:
-                    metrics = jax.device_get(metrics)
-                    elapsed = time.perf_counter() - window_start
-                    record = {
-                        "step": done,
-                        "loss": float(metrics["loss"]),
-                        "grid_l1_db": float(metrics["grid_l1"]) * span_db,
-                        "living_fraction": float(metrics["living_fraction"]),
-                        "steps_per_s": window_steps / elapsed,
-                    }
-                    append_log(record)
-                    bar.set_postfix(loss=f"{record['loss']:.4f}",
-                                    grid_db=f"{record['grid_l1_db']:.2f}",
-                                    alive=f"{record['living_fraction']:.2f}",
-                                    it_s=f"{record['steps_per_s']:.2f}")
-                    window_start, window_steps = time.perf_counter(), 0
-                if save_now:
-                    with workdir.writing(checkpoints):
-                        save(checkpoints, done, train_state, pool)
-                bar.update(1)
-            with workdir.writing(checkpoints):
-                checkpoints.wait()
+        while True:
+            graphdef, train_state, pool = create_train_state(
+                config, *normalized.shape[1:], band_level=normalized.mean(axis=-1),
+                n_values=target.representation.n_values, mesh=program.mesh)
+            restored = restore_newest(checkpoints, train_state, pool,
+                                      set_aside=workdir.set_aside_damaged())
+            start = 0
+            if restored is not None:
+                start, pool = restored
+                if retry is None:
+                    print(f"Resuming from checkpoint at step {start} in "
+                          f"{checkpoints.directory}", file=sys.stderr)
+                if not workdir.has_run():  # cut off between its checkpoint and run.json
+                    workdir.write_run(config, target.contract, target.n_frames)
+            if retry is not None:
+                train_state = with_learning_rate_scale(train_state, retry["learning_rate_scale"])
+                retry["step"] = start
+            workdir.trim_log(start)
+            if bar is None:
+                bar = _progress(start, iterations, progress)
+            else:
+                bar.n = start
+                bar.refresh()
+            window_start, window_steps = time.perf_counter(), 0
+            pending: list[tuple[int, jax.Array]] = []  # (step, finite flag) since the last check
+            rejected = None
+            with workdir.log_appender(checkpoints) as append_log:
+                if retry is not None:
+                    append_log(retry)
+                for step in range(start, last):
+                    train_state, pool, metrics = program.step(train_state, pool)
+                    window_steps += 1
+                    done = step + 1
+                    pending.append((done, metrics["finite"]))
+                    log_now = done % train_config.log_every == 0 or done == last
+                    save_now = done == last or checkpoints.should_save(done)
+                    if log_now or save_now:  # Nothing non-finite is logged or checkpointed.
+                        rejected = _first_rejected(pending)
+                        pending.clear()
+                        if rejected is not None:
+                            break
+                    if log_now:
+                        metrics = jax.device_get(metrics)
+                        elapsed = time.perf_counter() - window_start
+                        record = {
+                            "step": done,
+                            "loss": float(metrics["loss"]),
+                            "grid_l1_db": float(metrics["grid_l1"]) * span_db,
+                            "living_fraction": float(metrics["living_fraction"]),
+                            "steps_per_s": window_steps / elapsed,
+                        }
+                        append_log(record)
+                        bar.set_postfix(loss=f"{record['loss']:.4f}",
+                                        grid_db=f"{record['grid_l1_db']:.2f}",
+                                        alive=f"{record['living_fraction']:.2f}",
+                                        it_s=f"{record['steps_per_s']:.2f}")
+                        window_start, window_steps = time.perf_counter(), 0
+                    if save_now:
+                        with workdir.writing(checkpoints):
+                            save(checkpoints, done, train_state, pool)
+                        if not described:  # run.json follows its first checkpoint
+                            with workdir.writing(checkpoints):
+                                checkpoints.wait()
+                            workdir.write_run(config, target.contract, target.n_frames)
+                            described = True
+                    bar.update(1)
+                with workdir.writing(checkpoints):
+                    checkpoints.wait()
+            if rejected is None:
+                break
+            retry = _retry(rejected, learning_rate_scale(train_state), checkpoints)
+            train_state = pool = None  # freed before the last good state is loaded again
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         _close(checkpoints)
     model, _ = nnx.merge(graphdef, train_state)
     return model
+
+
+def _retry(rejected: int, scale: float, checkpoints: Checkpoints) -> dict:
+    """The training log's record of retrying rejected step `rejected` from the last good
+    state at a lower learning rate (said on stderr too); NonFiniteError when the retries are
+    spent."""
+    retries = round(np.log(scale) / np.log(RETRY_FACTOR))
+    if retries >= MAX_RETRIES:
+        raise NonFiniteError(
+            f"non-finite loss, gradient or update at step {rejected} (the step was rejected); "
+            f"{checkpoints.resume_point()}: rerun with a lower --config.train.learning_rate")
+    scale *= RETRY_FACTOR
+    latest = checkpoints.latest()
+    warn(f"warning: step {rejected} was rejected (non-finite loss, gradient or update); "
+         f"retrying from {f'checkpoint {latest}' if latest else 'the start'} at {scale:g}x "
+         f"the learning rate (retry {retries + 1} of {MAX_RETRIES})")
+    return {"step": latest or 0, "retry": retries + 1, "rejected_step": rejected,
+            "learning_rate_scale": scale}
 
 
 def _close(checkpoints: Checkpoints) -> None:

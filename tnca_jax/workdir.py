@@ -3,7 +3,11 @@ log and the checkpoints.
 
 Writes are safe: the directory is probed for writability before a run starts, every file is
 replaced whole (written to a temporary sibling, then renamed), and every failed write (disk
-full, read-only, permissions) becomes one `WorkdirWriteError`. Only this module imports orbax.
+full, read-only, permissions) becomes one `WorkdirWriteError` naming the file. A run holds the
+workdir's lock file (`Workdir.lock`) so that a second run cannot write into it at the same time.
+A damaged checkpoint is skipped for the newest intact one (`Checkpoints.restore_newest`). Only
+this module imports orbax; what orbax prints about a failed read or write (its error logs, its
+abandoned coroutines) is kept off stderr: the one exception raised here says it.
 """
 
 from __future__ import annotations
@@ -11,8 +15,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
+import shutil
+import socket
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +29,10 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from tnca_jax import interrupts
 from tnca_jax.audio import write_wav
 from tnca_jax.contract import SpectralContract
-from tnca_jax.errors import MissingFileError, UserError
+from tnca_jax.errors import MissingFileError, UserError, warn
 from tnca_jax.files import reason, replacing
 
 # What a run writes (tnca_jax.modes), named in one place.
@@ -30,6 +40,8 @@ RUN_FILE = "run.json"  # config, contract and grid length: what generate() resto
 METRICS_FILE = "metrics.json"
 TRAIN_LOG = "train_metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
+DAMAGED_CHECKPOINT_DIR = "damaged_checkpoints"  # where training moves checkpoints that fail
+LOCK_FILE = "run.lock"  # the process (PID) writing into the workdir now
 TARGET_WAV, GENERATED_WAV, CEILING_WAV = "target.wav", "generated.wav", "ceiling.wav"
 COMPARISON_PNG, GROWTH_PNG = "comparison.png", "growth.png"
 GROWTH_WAV, GROWTH_GIF = "growth.wav", "growth.gif"
@@ -44,6 +56,18 @@ class WorkdirError(UserError, ValueError):
     """The workdir holds something that cannot be used (damaged run.json, another run)."""
 
 
+class CheckpointError(WorkdirError):
+    """A checkpoint that cannot be read: damaged, or written by an incompatible version."""
+
+    def __init__(self, step: int, directory: Path, why: str):
+        super().__init__(f"checkpoint {step} in {directory} cannot be read ({why})")
+        self.step, self.why = step, why
+
+
+class WorkdirInUseError(WorkdirError):
+    """Another live process holds the workdir's lock."""
+
+
 @dataclasses.dataclass(frozen=True)
 class RunRecord:
     """What run.json says: the config a run was trained with, its contract and grid length."""
@@ -53,6 +77,47 @@ class RunRecord:
     n_frames: int
 
 
+class _OrbaxErrorLogs(logging.Filter):
+    """Drops orbax's ERROR records (a failed write logs its traceback from every worker thread):
+    the failure reaches the caller as one exception."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and _ORBAX_SOURCE in record.pathname)
+
+
+_ORBAX_SOURCE = f"{os.sep}orbax{os.sep}"
+
+
+def _orbax_debris(unraisable: Any, orbax: str = _ORBAX_SOURCE) -> bool:
+    """Whether an exception Python could not raise is the debris of a failed orbax read or
+    write: its abandoned coroutines, and its threads calling into an event loop it closed.
+    (Works while the interpreter shuts down: no module globals.)"""
+    code = getattr(unraisable.object, "cr_code", None)
+    return ((code is not None and orbax in code.co_filename)
+            or (isinstance(unraisable.exc_value, RuntimeError)
+                and str(unraisable.exc_value) == "Event loop is closed"))
+
+
+def _quiet_orbax() -> None:
+    """Keep orbax's reports of a failed checkpoint read or write off stderr (once a process)."""
+    absl_logger = logging.getLogger("absl")
+    if any(isinstance(f, _OrbaxErrorLogs) for f in absl_logger.filters):
+        return
+    absl_logger.addFilter(_OrbaxErrorLogs())
+    def hook(unraisable: Any, previous=sys.unraisablehook, debris=_orbax_debris) -> None:
+        if not debris(unraisable):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+
+
+def _first_words(err: BaseException, limit: int = 100) -> str:
+    """The first sentence of an error's message, on one line and cut to about `limit`
+    characters (orbax's run to pages)."""
+    text = " ".join(str(err).split()).split(". ")[0] or type(err).__name__
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
 class Checkpoints:
     """The orbax checkpoints of a workdir: numbered steps, each a pytree of arrays."""
 
@@ -60,6 +125,7 @@ class Checkpoints:
                  create: bool = True):
         import orbax.checkpoint as ocp
 
+        _quiet_orbax()
         self._ocp = ocp
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, save_interval_steps=every or 1, create=create,
@@ -80,8 +146,54 @@ class Checkpoints:
         self._manager.save(step, args=self._ocp.args.StandardSave(tree), force=True)
 
     def restore(self, step: int, like: Any) -> Any:
-        """Checkpoint `step` as a pytree shaped (and sharded) like `like`."""
-        return self._manager.restore(step, args=self._ocp.args.StandardRestore(like))
+        """Checkpoint `step` as a pytree shaped (and sharded) like `like`; WorkdirError when it
+        cannot be read (damaged, or written by an incompatible version)."""
+        try:
+            return self._manager.restore(step, args=self._ocp.args.StandardRestore(like))
+        except Exception as err:  # orbax raises bare Exception, ValueError, OSError, ...
+            raise CheckpointError(step, self.directory, _first_words(err)) from err
+
+    def restore_newest(self, like: Any, *, set_aside: Path | None = None
+                       ) -> tuple[int, Any] | None:
+        """The newest checkpoint that can be read, as (step, pytree shaped like `like`); None
+        when there is none.
+
+        A damaged checkpoint (truncated or missing files) is skipped with a notice on stderr;
+        with `set_aside` it is also moved into that directory, out of the way of the steps
+        training will write again. Raises WorkdirError, moving nothing, when no checkpoint can
+        be read.
+        """
+        damaged: list[CheckpointError] = []
+        for step in reversed(self.steps()):
+            try:
+                tree = self.restore(step, like)
+            except CheckpointError as err:
+                damaged.append(err)
+                continue
+            for err in damaged:
+                where = ""
+                if set_aside is not None:
+                    where = f"; moved to {self._set_aside(err.step, set_aside)}"
+                warn(f"warning: {err}{where}; using step {step}, the newest intact checkpoint")
+            if damaged and set_aside is not None:
+                self._manager.reload()
+            return step, tree
+        if not damaged:
+            return None
+        raise WorkdirError(
+            f"no checkpoint in {self.directory} can be read ("
+            f"{'; '.join(f'step {err.step}: {err.why}' for err in damaged)}). If another "
+            "version of tnca_jax wrote them, use that version; else train again in a new "
+            "--workdir")
+
+    def _set_aside(self, step: int, destination: Path) -> Path:
+        """Move checkpoint `step` into `destination` (a fresh name there); returns its path."""
+        destination.mkdir(parents=True, exist_ok=True)
+        target, copy = destination / str(step), 1
+        while target.exists():
+            target, copy = destination / f"{step}-{copy}", copy + 1
+        shutil.move(self.directory / str(step), target)
+        return target
 
     def wait(self) -> None:
         self._manager.wait_until_finished()
@@ -91,10 +203,13 @@ class Checkpoints:
 
     def resume_point(self) -> str:
         """Where a rerun would start, in words."""
-        latest = self.latest()
-        if latest is None:
-            return "no checkpoint was written yet, a rerun starts afresh"
-        return f"the last good checkpoint is step {latest}, a rerun resumes from it"
+        return _resume_point(self.latest())
+
+
+def _resume_point(latest: int | None) -> str:
+    if latest is None:
+        return "no checkpoint was written yet, a rerun starts afresh"
+    return f"the last good checkpoint is step {latest}, a rerun resumes from it"
 
 
 class Workdir:
@@ -141,22 +256,26 @@ class Workdir:
                                     "choose a writable --workdir") from None
 
     @contextlib.contextmanager
-    def writing(self, checkpoints: Checkpoints | None = None) -> Iterator[None]:
+    def writing(self, checkpoints: Checkpoints | None = None, name: str | None = None
+                ) -> Iterator[None]:
         """Turn a failed write (disk full, read-only; orbax reports some as ValueError) into
-        WorkdirWriteError, naming the checkpoint a rerun resumes from."""
+        WorkdirWriteError naming the file `name` (a checkpoint: the step a rerun resumes
+        from), what went wrong and the fix; what was there before stays."""
         try:
             yield
         except (OSError, ValueError) as err:
             if isinstance(err, UserError):
                 raise
+            what = (self.file(name) if name else
+                    checkpoints.directory if checkpoints else self.path)
             resume = f"; {checkpoints.resume_point()}:" if checkpoints else ":"
             raise WorkdirWriteError(
-                f"writing to {self.path} failed ({reason(err)}){resume} free disk space or fix "
-                "permissions, then rerun the same command") from err
+                f"writing {what} failed ({reason(err)}){resume} free disk space or make "
+                f"{self.path} writable, then rerun the same command") from err
 
     def write_bytes(self, name: str, data: bytes) -> Path:
         path = self.file(name)
-        with self.writing(), replacing(path) as tmp:
+        with self.writing(name=name), replacing(path) as tmp:
             tmp.write_bytes(data)
         return path
 
@@ -170,7 +289,7 @@ class Workdir:
         return json.loads(self.file(name).read_text())
 
     def write_wav(self, name: str, audio: np.ndarray, sample_rate: int) -> Path:
-        with self.writing():
+        with self.writing(name=name):
             write_wav(self.file(name), audio, sample_rate)
         return self.file(name)
 
@@ -211,8 +330,8 @@ class Workdir:
         return self.read_json(METRICS_FILE)
 
     # ---------------------------------------------------------------- the training log
-    def read_log(self) -> list[dict]:
-        """The records of the training log; a line cut short by a killed run is skipped."""
+    def _log_records(self) -> list[dict]:
+        """Every record of the training log; a line cut short by a killed run is skipped."""
         path = self.file(TRAIN_LOG)
         if not path.exists():
             return []
@@ -226,20 +345,28 @@ class Workdir:
                 records.append(record)
         return records
 
+    def read_log(self) -> list[dict]:
+        """The metric records of the training log (loss, grid L1, ... at a step)."""
+        return [record for record in self._log_records() if "retry" not in record]
+
+    def read_retries(self) -> list[dict]:
+        """The training log's records of rejected steps retried at a lower learning rate."""
+        return [record for record in self._log_records() if "retry" in record]
+
     def trim_log(self, last_step: int) -> None:
         """Keep the log records up to `last_step` (later steps will be logged again)."""
         if not self.file(TRAIN_LOG).exists():
             return
-        kept = [r for r in self.read_log() if r["step"] <= last_step]
+        kept = [r for r in self._log_records() if r["step"] <= last_step]
         self.write_text(TRAIN_LOG, "".join(json.dumps(r) + "\n" for r in kept))
 
     @contextlib.contextmanager
     def log_appender(self, checkpoints: Checkpoints | None = None) -> Iterator[Any]:
         """A function that appends one record to the training log (flushed), open for the
         duration of the block; a failed write names the checkpoint a rerun resumes from."""
-        with self.writing(checkpoints), self.file(TRAIN_LOG).open("a") as log:
+        with self.writing(checkpoints, TRAIN_LOG), self.file(TRAIN_LOG).open("a") as log:
             def append(record: dict) -> None:
-                with self.writing(checkpoints):
+                with self.writing(checkpoints, TRAIN_LOG):
                     log.write(json.dumps(record) + "\n")
                     log.flush()
             yield append
@@ -253,3 +380,89 @@ class Workdir:
         if not create and not directory.is_dir():
             raise MissingFileError(f"{self.path} has no checkpoint yet: train first")
         return Checkpoints(directory, keep=keep, every=every, create=create)
+
+    def set_aside_damaged(self) -> Path:
+        """Where training moves checkpoints that cannot be read (nothing is deleted)."""
+        return self.path.absolute() / DAMAGED_CHECKPOINT_DIR
+
+    def resume_point(self) -> str:
+        """Where a rerun would start, read from disk (the checkpoints orbax has finished)."""
+        directory = self.path / CHECKPOINT_DIR
+        steps = [int(p.name) for p in directory.iterdir()
+                 if p.name.isdigit() and p.is_dir()] if directory.is_dir() else []
+        return _resume_point(max(steps, default=None))
+
+    # ---------------------------------------------------------------- the lock
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the workdir's lock file (PID, host, start time) for the block: another live
+        run holding it raises WorkdirInUseError; a lock left by a process that is gone is
+        taken over, with a notice."""
+        path = self.file(LOCK_FILE)
+        mine = {"pid": os.getpid(), "host": socket.gethostname(),
+                "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        with self.writing(name=LOCK_FILE):
+            while True:
+                try:
+                    descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError:
+                    self._take_over(path, mine["host"])
+                    continue
+                with os.fdopen(descriptor, "w") as file:
+                    json.dump(mine, file)
+                break
+        def release() -> None:
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(path.read_text()) == mine:
+                    path.unlink()
+
+        try:
+            with interrupts.on_interrupt(release):
+                yield
+        finally:
+            release()
+
+    def refuse_if_in_use(self) -> None:
+        """WorkdirInUseError when another live run holds the lock (checked early, before the
+        slow work; `lock` checks again as it takes the lock)."""
+        path = self.file(LOCK_FILE)
+        if path.exists():
+            self._take_over(path, socket.gethostname(), remove=False)
+
+    def _take_over(self, path: Path, host: str, *, remove: bool = True) -> None:
+        """Remove a lock whose process is gone (with `remove`); raise WorkdirInUseError if it
+        may be alive."""
+        try:
+            holder = json.loads(path.read_text())
+            pid, holder_host, since = int(holder["pid"]), holder["host"], holder["since"]
+        except FileNotFoundError:
+            return  # released meanwhile: try again
+        except (OSError, ValueError, KeyError, TypeError):
+            if remove:
+                warn(f"warning: {path} is unreadable (a run cut off while taking it?); taking "
+                     "it over")
+                path.unlink(missing_ok=True)
+            return
+        fix = (f"wait for it to finish or choose another --workdir (if that run is over, "
+               f"delete {path})")
+        if holder_host != host:
+            raise WorkdirInUseError(f"{self.path} is in use by process {pid} on host "
+                                    f"{holder_host} (since {since}); {fix}")
+        if pid != os.getpid() and _alive(pid):  # our own PID: a process gone before us
+            raise WorkdirInUseError(f"{self.path} is in use by another run (process {pid}, "
+                                    f"since {since}); {fix}")
+        if remove:
+            warn(f"warning: taking over {path}: the run that held it (process {pid}, since "
+                 f"{since}) is no longer running")
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

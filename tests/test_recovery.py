@@ -1,0 +1,278 @@
+"""Faults a run recovers from, or stops at with one line: damaged checkpoints, a busy workdir,
+a rejected step, a train step too big for memory, a crashing optional metric, a disk that
+fills while rendering. In-process, on copies of the session's trained workdir (see
+test_faults.py for the same through main.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tnca_jax
+from tests import crash
+from tests.conftest import tiny_config
+from tests.test_robustness import file_hashes, shared_tmp, unprivileged  # noqa: F401
+from tnca_jax import cli, optional_metrics
+from tnca_jax.audio import fit_full_scale
+from tnca_jax.errors import ConfigError
+from tnca_jax.generation import load_run
+from tnca_jax.modes import evaluate_workdir
+from tnca_jax.target import load_target
+from tnca_jax.train import NonFiniteError, learning_rate_scale, plan_training, train
+from tnca_jax.workdir import LOCK_FILE, RUN_FILE, Workdir, WorkdirError
+
+
+@pytest.fixture(scope="module")
+def target():
+    return load_target(tiny_config())
+
+
+def copy_of(workdir: Path, tmp_path: Path) -> Path:
+    return shutil.copytree(workdir, tmp_path / "run")
+
+
+# ------------------------------------------------------------------ damaged checkpoints
+def _truncate_data(step: Path) -> None:
+    data = max((step / "default" / "ocdbt.process_0" / "d").iterdir(),
+               key=lambda path: path.stat().st_size)
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+
+
+def _drop_ocdbt(step: Path) -> None:
+    shutil.rmtree(step / "default" / "ocdbt.process_0")
+
+
+def _drop_metadata(step: Path) -> None:
+    (step / "default" / "_METADATA").unlink()
+
+
+DAMAGE = {"truncated data file": _truncate_data, "ocdbt.process_0 deleted": _drop_ocdbt,
+          "_METADATA deleted": _drop_metadata}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_generate_falls_back_from_a_damaged_latest_checkpoint(damage, trained_workdir,
+                                                              tmp_path, capsys):
+    workdir = copy_of(trained_workdir, tmp_path)
+    steps = Workdir(workdir).checkpoints(create=False).steps()
+    DAMAGE[damage](workdir / "checkpoints" / str(steps[-1]))
+    before = file_hashes(workdir)
+    note = tnca_jax.generate(workdir, steps=4, num_stages=1)
+    assert note.audio.size and load_run(workdir).step == steps[-2]
+    err = capsys.readouterr().err
+    assert f"warning: checkpoint {steps[-1]} in " in err and "cannot be read" in err
+    assert f"using step {steps[-2]}, the newest intact checkpoint" in err
+    assert file_hashes(workdir) == before  # generate() moves nothing
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_training_resumes_from_the_newest_intact_checkpoint(damage, trained_workdir, target,
+                                                            tmp_path, capsys):
+    workdir = copy_of(trained_workdir, tmp_path)
+    steps = Workdir(workdir).checkpoints(create=False).steps()
+    DAMAGE[damage](workdir / "checkpoints" / str(steps[-1]))
+    train(tiny_config(iterations=steps[-1] + 1), workdir, target, progress=False)
+    err = capsys.readouterr().err
+    assert (f"moved to {workdir.absolute() / 'damaged_checkpoints' / str(steps[-1])}; using step "
+            f"{steps[-2]}") in err
+    assert f"Resuming from checkpoint at step {steps[-2]}" in err
+    assert (workdir / "damaged_checkpoints" / str(steps[-1]) / "default").is_dir()  # kept
+    assert load_run(workdir).step == steps[-1] + 1
+    assert [r["step"] for r in Workdir(workdir).read_log()] == list(range(1, steps[-1] + 2))
+
+
+def test_no_intact_checkpoint_is_one_clear_error(trained_workdir, tmp_path, capsys):
+    workdir = copy_of(trained_workdir, tmp_path)
+    for step in (workdir / "checkpoints").iterdir():
+        _drop_ocdbt(step)
+    with pytest.raises(WorkdirError, match=r"no checkpoint in .* can be read \(step 3: .*; "
+                       r"step 2: .*; step 1: .*\)\. If another version of tnca_jax wrote them"):
+        tnca_jax.generate(workdir)
+    assert cli.run("train", tiny_config(), str(workdir)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no checkpoint in "), err
+    assert not (workdir / "damaged_checkpoints").exists()  # nothing moved when none restores
+
+
+# ------------------------------------------------------------------ run.json
+def test_run_json_changes_only_once_the_new_run_has_a_checkpoint(trained_workdir, target,
+                                                                 tmp_path):
+    workdir = copy_of(trained_workdir, tmp_path)
+    before = (workdir / RUN_FILE).read_text()
+    diverging = tiny_config(iterations=8)
+    diverging.train.learning_rate = 1e35  # the resumed run diverges before its checkpoint
+    diverging.train.checkpoint_every = 5
+    with pytest.raises(NonFiniteError):
+        train(diverging, workdir, target, progress=False)
+    assert (workdir / RUN_FILE).read_text() == before  # still the run the checkpoints hold
+    healthy = tiny_config(iterations=5)
+    healthy.train.checkpoint_every = 5
+    train(healthy, workdir, target, progress=False)
+    assert json.loads((workdir / RUN_FILE).read_text())["config"]["train"]["iterations"] == 5
+
+
+# ------------------------------------------------------------------ the workdir's lock
+def _dead_pid() -> int:
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    return int(finished.stdout)
+
+
+def test_a_workdir_locked_by_a_live_process_is_refused(trained_workdir, tmp_path, capsys):
+    workdir = copy_of(trained_workdir, tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (workdir / LOCK_FILE).write_text(json.dumps(
+            {"pid": holder.pid, "host": os.uname().nodename, "since": "2026-11-25 10:00:00"}))
+        before = file_hashes(workdir)
+        for mode in ("train", "evaluate"):
+            assert cli.run(mode, tiny_config(), str(workdir)) == 2
+            assert capsys.readouterr().err.strip().splitlines() == [
+                f"error: {workdir} is in use by another run (process {holder.pid}, since "
+                "2026-11-25 10:00:00); wait for it to finish or choose another --workdir (if "
+                f"that run is over, delete {workdir / LOCK_FILE})"]
+        assert file_hashes(workdir) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_stale_lock_is_taken_over_and_released(trained_workdir, tmp_path, capsys):
+    workdir = copy_of(trained_workdir, tmp_path)
+    pid = _dead_pid()
+    (workdir / LOCK_FILE).write_text(json.dumps(
+        {"pid": pid, "host": os.uname().nodename, "since": "2026-11-25 10:00:00"}))
+    with Workdir(workdir).lock():
+        assert json.loads((workdir / LOCK_FILE).read_text())["pid"] == os.getpid()
+    assert f"taking over {workdir / LOCK_FILE}: the run that held it (process {pid}, since " \
+           "2026-11-25 10:00:00) is no longer running" in capsys.readouterr().err
+    assert not (workdir / LOCK_FILE).exists()
+
+
+# ------------------------------------------------------------------ a rejected step
+def test_a_rejected_step_is_retried_at_a_lower_rate_and_the_run_finishes(tmp_path, target,
+                                                                         capsys):
+    config = tiny_config(iterations=6)
+    program = plan_training(config, target)
+    real = program.step
+
+    def flaky(state, pool):  # step 4 fails at the full learning rate, not at half of it
+        fail = int(np.asarray(state[1]["step"][...])) == 3 and learning_rate_scale(state) == 1
+        state, pool, metrics = real(state, pool)
+        return state, pool, {**metrics, "finite": metrics["finite"] & (not fail)}
+
+    train(config, tmp_path, target, progress=False,
+          program=dataclasses.replace(program, step=flaky))
+    assert "warning: step 4 was rejected (non-finite loss, gradient or update); retrying from " \
+           "checkpoint 2 at 0.5x the learning rate (retry 1 of 3)" in capsys.readouterr().err
+    workdir = Workdir(tmp_path)
+    assert workdir.read_retries() == [{"step": 2, "retry": 1, "rejected_step": 4,
+                                       "learning_rate_scale": 0.5}]
+    assert [r["step"] for r in workdir.read_log()] == [1, 2, 3, 4, 5, 6]
+    assert load_run(tmp_path).step == 6
+    # The lower rate lives in the checkpoints: a resumed run keeps it.
+    from tnca_jax.train import create_train_state, restore
+
+    _, state, pool = create_train_state(config, *target.normalized.shape[1:])
+    restore(workdir.checkpoints(create=False), 6, state, pool)
+    assert learning_rate_scale(state) == 0.5
+
+
+# ------------------------------------------------------------------ memory
+def test_remat_is_chosen_when_the_step_exceeds_the_memory_budget(target, capsys):
+    config = tiny_config()
+    plain = plan_training(config, target)
+    assert not plain.remat and plain.memory.peak > 0
+    config.train.memory_budget_gb = plain.memory.peak * 0.9 / 1e9
+    rematted = plan_training(config, target)
+    assert rematted.remat and rematted.memory.peak < plain.memory.peak
+    assert "recomputing growth steps in the backward pass (remat)" in capsys.readouterr().err
+    config.train.remat = False  # forced off: no way to fit
+    with pytest.raises(ConfigError, match=r"\(remat is forced off\), above "
+                       r"--config.train.memory_budget_gb=.*; lower --config.train.batch_size"):
+        plan_training(config, target)
+
+
+def test_a_step_that_cannot_fit_is_refused_before_anything_is_written(tmp_path, capsys):
+    config = tiny_config()
+    config.train.memory_budget_gb = 1e-6
+    assert cli.run("train", config, str(tmp_path / "run")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: the train step needs ~0.0 GB per device "
+                                               "with remat, above --config.train.memory_"), err
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------ optional metrics
+def test_a_crashing_optional_metric_is_missing_with_a_note(trained_workdir, tmp_path,
+                                                           monkeypatch):
+    monkeypatch.setattr(optional_metrics, "pyin_f0", crash.segfault)
+    workdir = copy_of(trained_workdir, tmp_path)
+    (workdir / "metrics.json").unlink()
+    (workdir / "report.html").unlink()
+    evaluate_workdir(tiny_config(), workdir)
+    stored = json.loads((workdir / "metrics.json").read_text())
+    for section in ("generated", "ceiling", "static_baseline"):
+        assert stored[section]["f0_error_cents"] is None
+        assert stored[section]["voiced_agreement"] is None
+        assert stored[section]["notes"]["f0_error_cents"] == (
+            "left out: pYIN failed (its process died (signal SIGSEGV))")
+        assert stored[section]["mel_l1_db"] is not None
+    assert (workdir / "report.html").exists()
+
+
+def test_a_hanging_optional_metric_times_out(monkeypatch):
+    monkeypatch.setattr(optional_metrics, "pyin_f0", crash.hang)
+    [result] = optional_metrics.run_tasks([optional_metrics.Task(optional_metrics.pyin_f0,
+                                                                 (1,))], timeout=0.5)
+    assert result == optional_metrics.Missing("it gave no result within 0.5 s")
+
+
+# ------------------------------------------------------------------ rendering
+def test_rendered_notes_never_exceed_full_scale(trained_workdir):
+    loud = np.stack([np.array([0.5, -1.19, 0.2], np.float32),
+                     np.array([0.5, -0.9, 0.2], np.float32)])
+    fitted = fit_full_scale(loud)
+    np.testing.assert_allclose(fitted[0], loud[0] / 1.19, rtol=1e-6)  # one gain, same shape
+    np.testing.assert_array_equal(fitted[1], loud[1])  # within full scale: untouched
+    note = tnca_jax.generate(trained_workdir, steps=4, num_stages=2, return_stages=True)
+    assert np.max(np.abs(note.audio)) <= 1.0 and np.max(np.abs(note.stage_audio)) <= 1.0
+
+
+def test_disk_full_while_rendering_names_the_file(trained_workdir, tmp_path, capsys):
+    workdir = copy_of(trained_workdir, tmp_path)
+    before = file_hashes(workdir)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, limits[1]))  # generated.wav: 26 kB
+    try:
+        code = cli.run("evaluate", tiny_config(), str(workdir))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, previous_handler)
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: writing {workdir / 'generated.wav'} failed (File too large): free disk space "
+        f"or make {workdir} writable, then rerun the same command"]
+    assert file_hashes(workdir) == before
+
+
+def test_evaluate_in_a_read_only_workdir_names_the_file(trained_workdir, shared_tmp, capsys):  # noqa: F811
+    workdir = shutil.copytree(trained_workdir, shared_tmp / "run")
+    workdir.chmod(0o555)
+    with unprivileged():
+        code = cli.run("evaluate", tiny_config(), str(workdir))
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: writing {workdir / LOCK_FILE} failed (Permission denied): free disk space or "
+        f"make {workdir} writable, then rerun the same command"]

@@ -1,0 +1,228 @@
+"""The optional metrics (pYIN f0 via librosa/numba, ViSQOL), run where a crash cannot take the
+run down.
+
+Native code in them has crashed a run outright (a segmentation fault inside librosa's pYIN, in
+a numba gufunc, on a GPU machine: exit 139, no metrics.json, no report, on every rerun). So
+they run in one worker process per Python process (the 'spawn' start method: a fresh
+interpreter that imports neither JAX nor the caller's state), started on first use and kept
+for later calls so that numba compiles pYIN once. `measure` sends it a batch of tasks and
+collects the results as they come; a task whose worker dies (any signal, any exception that
+kills it) or outlasts `TIMEOUT_S` becomes a missing value with a note, and the next task gets a
+fresh worker.
+
+This module imports no JAX: the worker imports only it, numpy and librosa (and visqol).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import multiprocessing
+import signal
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+F0_FMIN_HZ, F0_FMAX_HZ = 65.41, 2093.0  # C2..C7
+VISQOL_RATE = 48000
+TIMEOUT_S = 600.0  # per task: a hung metric is given up, not waited for forever
+
+
+def pyin_f0(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """pYIN over C2-C7 with ~93 ms frames: ([frames] f0 in Hz, NaN where unvoiced; [frames] bool
+    voiced)."""
+    import librosa
+
+    frame_length = 2 ** math.ceil(math.log2(0.09 * sample_rate))
+    f0, voiced, _ = librosa.pyin(audio, fmin=F0_FMIN_HZ, fmax=F0_FMAX_HZ, sr=sample_rate,
+                                 frame_length=frame_length, hop_length=frame_length // 4)
+    return f0, voiced
+
+
+def f0_agreement(reference: tuple[np.ndarray, np.ndarray],
+                 generated: tuple[np.ndarray, np.ndarray]) -> tuple[float | None, float]:
+    """From the `pyin_f0` of two aligned signals: (mean |f0 error| in cents over frames voiced
+    in both, None if none are; fraction of frames whose voicing agrees)."""
+    (ref_f0, ref_voiced), (gen_f0, gen_voiced) = reference, generated
+    both = ref_voiced & gen_voiced
+    agreement = float(np.mean(ref_voiced == gen_voiced))
+    if not both.any():
+        return None, agreement
+    return float(np.mean(np.abs(1200 * np.log2(gen_f0[both] / ref_f0[both])))), agreement
+
+
+@functools.lru_cache(maxsize=1)
+def _visqol_api():
+    from visqol.api import VisqolApi
+
+    api = VisqolApi()
+    api.create(mode="audio")
+    return api
+
+
+def visqol_moslqo(reference: np.ndarray, generated: np.ndarray, sample_rate: int
+                  ) -> tuple[float | None, str | None]:
+    """(ViSQOL audio-mode MOS-LQO at 48 kHz, None) or (None, why it is missing), for two
+    aligned signals."""
+    import librosa
+
+    try:
+        api = _visqol_api()
+    except ImportError:
+        return None, ("visqol-python is not installed (pip install 'tnca_jax[metrics]'); "
+                      "ViSQOL left out")
+    reference, generated = (librosa.resample(x, orig_sr=sample_rate, target_sr=VISQOL_RATE)
+                            .astype(np.float64) for x in (reference, generated))
+    try:
+        with np.errstate(all="ignore"):
+            score = float(api.measure_from_arrays(reference, generated, VISQOL_RATE).moslqo)
+    except ValueError as err:  # e.g. under ~1 s: fewer frames than one ViSQOL patch
+        return None, f"ViSQOL cannot score this audio: {err}"
+    if not math.isfinite(score):
+        return None, "ViSQOL returned no score (is the generated audio silent?)"
+    return score, None
+
+
+# ------------------------------------------------------------------------ the worker
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One call for the worker: `function(*args)`, its result sent back whole."""
+
+    function: Callable[..., Any]
+    args: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class Missing:
+    """A task that gave no result, and why."""
+
+    why: str
+
+
+def _serve(connection: Connection) -> None:
+    """The worker's loop: run each task received, send back its result (or the exception's
+    text, which is no crash), until told to stop (None)."""
+    while (task := connection.recv()) is not None:
+        try:
+            connection.send(task.function(*task.args))
+        except Exception as err:
+            connection.send(Missing(f"{type(err).__name__}: {err}"))
+
+
+class _Worker:
+    """One spawned worker process and the pipe to it."""
+
+    def __init__(self):
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child,), daemon=True,
+                                       name="tnca_jax-optional-metrics")
+        self.process.start()
+        child.close()
+
+    def run(self, task: Task, timeout: float) -> Any:
+        """The task's result, or Missing when the worker died or timed out (it is then
+        stopped for good)."""
+        try:
+            self.connection.send(task)
+            if self.connection.poll(timeout):  # a result, or the end of a dead worker's pipe
+                return self.connection.recv()
+            timed_out = True
+        except (EOFError, OSError):
+            timed_out = False
+        self.stop()
+        if timed_out:
+            return Missing(f"it gave no result within {timeout:g} s")
+        return Missing(f"its process died ({_exit_reason(self.process.exitcode)})")
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        self.connection.close()
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None or code >= 0:
+        return f"exit status {code}"
+    try:
+        return f"signal {signal.Signals(-code).name}"
+    except ValueError:
+        return f"signal {-code}"
+
+
+_worker: _Worker | None = None
+
+
+def run_tasks(tasks: Sequence[Task], *, timeout: float = TIMEOUT_S) -> list[Any]:
+    """Each task's result, in order, computed in the worker (a Missing where it gave none).
+    A function that took its worker down is not run again in this batch: the same native
+    crash would repeat, and each costs a new worker."""
+    global _worker
+    results = []
+    failed: dict[Callable, Missing] = {}
+    for task in tasks:
+        if task.function in failed:
+            results.append(failed[task.function])
+            continue
+        if _worker is None or not _worker.process.is_alive():
+            _worker = _Worker()
+        result = _worker.run(task, timeout)
+        if isinstance(result, Missing) and not _worker.process.is_alive():
+            _worker = None
+            failed[task.function] = result
+        results.append(result)
+    return results
+
+
+# ------------------------------------------------------------------------ the metrics
+def measure(reference: np.ndarray, generated: Sequence[np.ndarray], sample_rate: int,
+            names: set[str]) -> list[tuple[dict, dict]]:
+    """The optional metrics in `names` (f0_error_cents, voiced_agreement, visqol_moslqo) of
+    each generated signal against `reference` (the longer of each pair cut to the shorter):
+    per signal, (values, notes), a value None with a note where it is missing. The two pYIN
+    metrics come together; pYIN runs once per signal (for the reference, once per length)."""
+    f0 = bool(names & {"f0_error_cents", "voiced_agreement"})
+    visqol = "visqol_moslqo" in names
+    pairs = [(reference[: min(len(reference), len(x))], x[: min(len(reference), len(x))])
+             for x in generated]
+    lengths = sorted({len(ref) for ref, _ in pairs})
+    tasks = []
+    if f0:
+        tasks += [Task(pyin_f0, (reference[:n], sample_rate)) for n in lengths]
+        tasks += [Task(pyin_f0, (gen, sample_rate)) for _, gen in pairs]
+    if visqol:
+        tasks += [Task(visqol_moslqo, (ref, gen, sample_rate)) for ref, gen in pairs]
+    results = run_tasks(tasks)
+    ref_f0 = dict(zip(lengths, results[: len(lengths)], strict=True)) if f0 else {}
+    gen_f0 = results[len(lengths): len(lengths) + len(pairs)] if f0 else []
+    scores = results[len(tasks) - len(pairs):] if visqol else []
+    out = []
+    for i, (ref, _) in enumerate(pairs):
+        values: dict = {}
+        notes: dict = {}
+        if f0:
+            failed = next((r for r in (ref_f0[len(ref)], gen_f0[i]) if isinstance(r, Missing)),
+                          None)
+            if failed is not None:
+                values["f0_error_cents"] = values["voiced_agreement"] = None
+                notes["f0_error_cents"] = notes["voiced_agreement"] = (
+                    f"left out: pYIN failed ({failed.why})")
+            else:
+                values["f0_error_cents"], values["voiced_agreement"] = f0_agreement(
+                    ref_f0[len(ref)], gen_f0[i])
+                if values["f0_error_cents"] is None:
+                    notes["f0_error_cents"] = "no frame is voiced in both signals"
+        if visqol:
+            if isinstance(scores[i], Missing):
+                values["visqol_moslqo"] = None
+                notes["visqol_moslqo"] = f"left out: ViSQOL failed ({scores[i].why})"
+            else:
+                values["visqol_moslqo"], why = scores[i]
+                if why:
+                    notes["visqol_moslqo"] = why
+        out.append((values, notes))
+    return out
