@@ -227,7 +227,7 @@ def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
         # A non-finite step is rejected: state and pool stay as they were.
         new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated,
                                  train_state)
-        new_pool = jnp.where(finite, pool.at[index].set(grown), pool)
+        new_pool = pool.at[index].set(jnp.where(finite, grown, pool[index]))
         metrics = {
             "loss": loss,
             "grid_l1": grid_l1,
