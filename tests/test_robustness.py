@@ -289,6 +289,10 @@ BAD_CONFIGS = {
                                "--config.train.learning_rate=-0.001 must be a positive"),
     "zero checkpoint interval": (_set(train__checkpoint_every=0),
                                  "--config.train.checkpoint_every=0"),
+    "warm-up as long as the run": (_set(train__warmup_steps=3), "--config.train.warmup_steps=3 "
+                                   "must be at least 0 and below --config.train.iterations=3"),
+    "zero memory budget": (_set(train__memory_budget_gb=0.0),
+                           "--config.train.memory_budget_gb=0.0 must be positive"),
     "too few channels": (_set(model__channels=2), "a TNCA needs at least 4 channels"),
     "no audio path": (_set(audio_path=""), "--config.audio_path='' must name a recording"),
     "unknown contract": (_set(contract="bigvgan_v3"), "unknown contract 'bigvgan_v3'; choose "
