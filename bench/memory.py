@@ -1,11 +1,13 @@
 """Memory of one train step per shipped config, from XLA's compiled memory analysis.
 
 For each config (full and quick; mel, stft, mag_if) on a note at the duration cap (4 s: the
-longest any run trains on), the train step is compiled without and with remat and XLA's
-estimate read (`tnca_jax.train.plan_training`: arguments = train state and sample pool,
-temporaries = what the backward pass keeps, peak). Also what `remat=None` (auto) picks under
-the default `memory_budget_gb`. Nothing runs: only compiles, so a CPU answers for an
-accelerator (its buffer assignment differs a little from a GPU's). Prints one JSON object.
+longest any run trains on), the train step is compiled as training compiles it
+(`tnca_jax.train.plan_training`) and XLA's estimate read: arguments = train state and sample
+pool, temporaries = what the backward pass keeps and its workspace, peak. Beside it, the
+reference: the same step with the growth step differentiated by JAX's autodiff instead of its
+written-out gradient (`tnca_jax.model.growth_step`), which is what the project trained with
+before. Nothing runs: only compiles, so a CPU answers for an accelerator (its buffer
+assignment differs a little from a GPU's). Prints one JSON object.
 
   python -m bench.memory [--audio note.wav] [--configs quick,stft ...]
 """
@@ -13,14 +15,17 @@ accelerator (its buffer assignment differs a little from a GPU's). Prints one JS
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from configs.violin import get_config
+from tnca_jax import model
 from tnca_jax.target import load_target
 from tnca_jax.train import plan_training
 
@@ -37,22 +42,31 @@ def four_second_note(directory: Path, sample_rate: int = 22050) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def autodiff_growth_step() -> Iterator[None]:
+    """Within the block, `grow` differentiates the growth step by autodiff (the reference)."""
+    written_out = model.growth_step
+    model.growth_step = lambda *args: model._step_forward(*args)[0]
+    try:
+        yield
+    finally:
+        model.growth_step = written_out
+
+
 def measure(config_arg: str, audio: Path) -> dict:
     config = get_config(config_arg or None)
     config.audio_path = str(audio)
     target = load_target(config)
-    row = {"config": f"configs/violin.py{':' + config_arg if config_arg else ''}",
-           "seconds": round(len(target.audio) / target.contract.sample_rate, 3),
-           "grid": list(target.features.shape[1:]),
-           "memory_budget_gb": config.train.memory_budget_gb}
     budget = config.train.memory_budget_gb
-    config.train.memory_budget_gb = None  # measure both, whatever they need
-    for remat in (False, True):
-        config.train.remat = remat
-        row["remat" if remat else "plain"] = plan_training(config, target).memory.to_dict()
-    fits = {remat: row["remat" if remat else "plain"]["peak"] <= budget for remat in (0, 1)}
-    row["auto"] = "plain" if fits[0] else "remat" if fits[1] else "does not fit"
-    return row
+    config.train.memory_budget_gb = None  # measure, whatever it needs
+    project = plan_training(config, target).memory
+    with autodiff_growth_step():
+        reference = plan_training(config, target).memory
+    return {"config": f"configs/violin.py{':' + config_arg if config_arg else ''}",
+            "seconds": round(len(target.audio) / target.contract.sample_rate, 3),
+            "grid": list(target.features.shape[1:]), "memory_budget_gb": budget,
+            "project": project.to_dict(), "autodiff_reference": reference.to_dict(),
+            "fits_budget": project.peak <= budget * 1e9}
 
 
 def main() -> None:

@@ -80,7 +80,6 @@ def bench_tnca(args) -> dict:
     config.train.batch_size = args.batch
     config.train.pool_size = 2 * args.batch
     config.train.min_steps = config.train.max_steps = args.steps
-    config.train.remat = args.remat
     unit = jax.random.uniform(jax.random.key(0), (1, args.bands, args.frames))
     target = TncaTarget.create(unit, get_representation("mel", config.contract))
     mesh = data_mesh(config.train)
@@ -166,7 +165,6 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=16)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--iterations", type=int, default=10)
-    parser.add_argument("--remat", action="store_true")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     args = parser.parse_args()

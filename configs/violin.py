@@ -92,9 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.audio_weight = 0.0  # multi-resolution STFT distance of the rendered audio
     config.train.waveform_weight = 0.0  # waveform L1 (mag_if only: it grows the phase)
     config.train.audio_griffinlim_iterations = 4  # unrolled in the audio loss (stft, mel)
-    # Recompute growth steps in the backward pass (less memory, ~20% slower): None = when XLA's
-    # estimate of the train step exceeds memory_budget_gb (GB per device), True/False forces it.
-    config.train.remat = ml_collections.config_dict.placeholder(bool)
+    # A train step whose XLA memory estimate exceeds this (GB per device) is refused up front.
     config.train.memory_budget_gb = 8.0
     config.train.log_every = 20
     config.train.checkpoint_every = 200

@@ -367,8 +367,8 @@ def seed_state(n_bands: int, n_frames: int, channels: int, batch: int = 1, *,
 
 
 def grow(graphdef: nnx.GraphDef, params: nnx.State, state: jax.Array, key: jax.Array,
-         steps: int, *, first_step: int = 0, active_steps: jax.Array | int | None = None,
-         remat: bool = False) -> jax.Array:
+         steps: int, *, first_step: int = 0, active_steps: jax.Array | int | None = None
+         ) -> jax.Array:
     """Run `steps` growth steps with `lax.scan` (jit-compatible, pure).
 
     Args:
@@ -380,7 +380,6 @@ def grow(graphdef: nnx.GraphDef, params: nnx.State, state: jax.Array, key: jax.A
       first_step: index of the first step (for continuing a growth).
       active_steps: grow only this many of the `steps` (traced, so one compiled rollout serves
         every sampled length; the state then stays as it is); default all.
-      remat: recompute each step in the backward pass (`jax.checkpoint`).
 
     Returns:
       [B, F, T, C] the state after min(steps, active_steps) steps.
@@ -396,8 +395,6 @@ def grow(graphdef: nnx.GraphDef, params: nnx.State, state: jax.Array, key: jax.A
             grown = jnp.where(i < active_steps, grown, current)
         return grown, None
 
-    if remat:
-        step = jax.checkpoint(step)
     return jax.lax.scan(step, state, jnp.arange(steps))[0]
 
 

@@ -210,25 +210,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     go to `console` (default: stderr when `progress`, else nowhere)."""
     console = console or Console(enabled=progress)
     workdir = Workdir(workdir)
-    with console.stage("load") as stage:
-        # Everything that can fail is checked before the first write, memory included.
-        check_config(config, device_count=jax.device_count())
-        # The TNCA grows exactly what the vocoder expects: the target under its contract.
-        inverse = load_inverse(config_representation_name(config), config.vocoder,
-                               config.vocoder_path, contract=config.contract)
-        target = load_target(config, inverse.representation)
-        check_resumable(workdir, config, target)
-        workdir.refuse_if_in_use()  # before the slow compile; `lock` checks again
-        program = plan_training(config, target)
-        seconds = len(target.audio) / target.contract.sample_rate
-        stage.detail = (f"{config.audio_path}: {seconds:.2f} s -> {target.representation.name} "
-                        f"grid {target.features.shape[1]} x {target.n_frames} "
-                        f"({target.contract.name})")
-    if target.cut:
-        console.line(f"note: {target.cut}")
-    workdir.prepare()
-    with workdir.lock():
-        workdir.write_wav(TARGET_WAV, target.audio, target.contract.sample_rate)
+    with contextlib.ExitStack() as held:  # the workdir's lock, from its first write on
+        with console.stage("load") as stage:
+            # Everything that can fail is checked before the first write, memory included.
+            check_config(config, device_count=jax.device_count())
+            # The TNCA grows exactly what the vocoder expects: the target under its contract.
+            inverse = load_inverse(config_representation_name(config), config.vocoder,
+                                   config.vocoder_path, contract=config.contract)
+            target = load_target(config, inverse.representation)
+            check_resumable(workdir, config, target)
+            workdir.refuse_if_in_use()  # before the slow compile; `lock` checks again
+            program = plan_training(config, target)
+            workdir.prepare()
+            held.enter_context(workdir.lock())
+            workdir.write_wav(TARGET_WAV, target.audio, target.contract.sample_rate)
+            seconds = len(target.audio) / target.contract.sample_rate
+            stage.detail = (f"{config.audio_path}: {seconds:.2f} s -> "
+                            f"{target.representation.name} grid {target.features.shape[1]} x "
+                            f"{target.n_frames} ({target.contract.name}, "
+                            f"~{program.memory.peak / 1e9:.2g} GB a step)")
+        if target.cut:
+            console.line(f"note: {target.cut}")
         with console.stage("train") as stage:
             model = train(config, workdir, target, progress=progress, program=program)
             log = workdir.read_log()

@@ -18,9 +18,10 @@ scale lives in the optimizer state (`scale_by_scaled_schedule`): changing it rec
 nothing, checkpoints keep it, and at 1 it leaves every update bit for bit as it was.
 
 `plan_training` compiles the step before anything is written and reads XLA's memory analysis
-of it: with `config.train.remat` None (auto) it recomputes growth steps in the backward pass
-(remat) when the estimate exceeds `config.train.memory_budget_gb`, and refuses a config that
-does not fit even so (ConfigError naming the knobs).
+of it: a config whose step needs more than `config.train.memory_budget_gb` is refused
+(ConfigError naming the knobs). (The growth step's hand-written gradient keeps only each
+step's input state for the backward pass, which is all that recomputing steps (remat) would
+keep: the full configs need under 6 GB on a 4 s note, see bench/memory.py.)
 
 `train` splits the batch and the pool along their leading axis over all devices (`data_mesh`)
 and replicates the model and optimizer; random bits do not depend on the split, so 1 and N
@@ -176,13 +177,12 @@ def living_fraction(states: jax.Array) -> jax.Array:
 
 
 def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
-                    target: TncaTarget, *, mesh: Mesh | None = None, remat: bool | None = None):
+                    target: TncaTarget, *, mesh: Mesh | None = None):
     """Build the jitted step: (train_state, pool) -> (train_state, pool, metrics).
 
     Step n draws its randomness from `fold_in(key(config.seed), n)`, n the optimizer's step
     count. With `mesh` (see `data_mesh`) the pool and batch are split over its devices, the
-    rest replicated, and the step takes and returns them so. `remat` (default: the config's,
-    None = off) recomputes growth steps in the backward pass.
+    rest replicated, and the step takes and returns them so.
     """
     replicated, split = (None, None) if mesh is None else shardings(mesh)
 
@@ -197,7 +197,6 @@ def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
     batch_size, max_steps = train_config.batch_size, train_config.max_steps
     n_frames = target.unit.shape[-1]
     base_key = jax.random.key(config.seed)
-    remat = bool(train_config.get("remat") if remat is None else remat)
 
     def train_step(train_state: nnx.State, pool: jax.Array):
         model, optimizer = nnx.merge(graphdef, train_state)
@@ -212,8 +211,7 @@ def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
         steps = jax.random.randint(steps_key, (), train_config.min_steps, max_steps + 1)
 
         def loss_fn(params):
-            grown = grow(model_def, params, batch, grow_key, max_steps, active_steps=steps,
-                         remat=remat)
+            grown = grow(model_def, params, batch, grow_key, max_steps, active_steps=steps)
             shown = nnx.merge(model_def, params).spectrogram(grown)
             loss = tnca_loss(shown, grown, target, weights, audio_key)
             return loss, (grown, jnp.mean(jnp.abs(shown[:, 0] - target.unit[0])))
@@ -313,24 +311,19 @@ class MemoryEstimate:
 
 @dataclasses.dataclass(frozen=True)
 class TrainProgram:
-    """The compiled train step of a config and target, and the memory it needs.
-
-    `step` is the jitted step (`make_train_step`) already compiled for this state and pool;
-    `remat` whether it recomputes growth steps in the backward pass; `memory` XLA's estimate.
-    """
+    """The train step of a config and target (`make_train_step`, already compiled for its
+    state and pool), the mesh it runs on and XLA's estimate of the memory it needs."""
 
     mesh: Mesh
     step: Any
-    remat: bool
     memory: MemoryEstimate
 
 
 def plan_training(config: ml_collections.ConfigDict, target: Target) -> TrainProgram:
     """Compile the train step of `config` on `target` and check it fits in memory.
 
-    `config.train.remat`: True or False forces it; None (auto) turns it on only when XLA's
-    estimate of the step exceeds `config.train.memory_budget_gb` (saying so on stderr).
-    Raises ConfigError when the step needs more than the budget even so. Writes nothing.
+    Raises ConfigError when XLA's estimate of the step exceeds
+    `config.train.memory_budget_gb` (None: no check). Writes nothing.
     """
     train_config = config.train
     mesh = data_mesh(train_config)
@@ -340,26 +333,16 @@ def plan_training(config: ml_collections.ConfigDict, target: Target) -> TrainPro
     placed = _abstract((train_state, pool))
     del train_state, pool
     tnca_target = TncaTarget.create(normalized, target.representation, target.audio)
+    step = make_train_step(graphdef, config, tnca_target, mesh=mesh)
+    memory = MemoryEstimate.of(step.lower(*placed).compile())
     budget = train_config.get("memory_budget_gb", None)
-    forced = train_config.get("remat")
-    estimates: dict[bool, MemoryEstimate] = {}
-    for remat in ([bool(forced)] if forced is not None else [False, True]):
-        step = make_train_step(graphdef, config, tnca_target, mesh=mesh, remat=remat)
-        estimates[remat] = MemoryEstimate.of(step.lower(*placed).compile())
-        if budget is None or estimates[remat].peak <= budget * GB:
-            if remat and forced is None:
-                warn(f"memory: the train step needs ~{estimates[False].peak / GB:.1f} GB, "
-                     f"above --config.train.memory_budget_gb={budget:g}; recomputing growth "
-                     f"steps in the backward pass (remat) brings it to "
-                     f"~{estimates[True].peak / GB:.1f} GB")
-            return TrainProgram(mesh=mesh, step=step, remat=remat, memory=estimates[remat])
-    needed = min(estimate.peak for estimate in estimates.values()) / GB
-    how = "with remat" if forced is not False else "(remat is forced off)"
-    raise ConfigError(
-        f"the train step needs ~{needed:.1f} GB per device {how}, above "
-        f"--config.train.memory_budget_gb={budget:g}; lower --config.train.batch_size, "
-        "--config.train.max_steps, --config.train.pool_size or --config.max_seconds, or raise "
-        "memory_budget_gb if the accelerator has more memory")
+    if budget is not None and memory.peak > budget * GB:
+        raise ConfigError(
+            f"the train step needs ~{memory.peak / GB:.1f} GB per device, above "
+            f"--config.train.memory_budget_gb={budget:g}; lower --config.train.batch_size, "
+            "--config.train.max_steps, --config.train.pool_size or --config.max_seconds, or "
+            "raise memory_budget_gb if the accelerator has more memory")
+    return TrainProgram(mesh=mesh, step=step, memory=memory)
 
 
 # ------------------------------------------------------------------------ the loop
