@@ -1,7 +1,9 @@
 """Command-line entry: dispatches `--mode` (`tnca_jax.modes`) and turns user errors into one
 line.
 
-Each mode is a function `(config, workdir) -> dict` whose result is printed as JSON. A user
+Each mode is a function `(config, workdir) -> dict` whose result is printed as JSON. A config
+with `job = "vocoder"` (configs/vocoder.py) trains the music vocoder instead
+(`tnca_jax.vocoder_train`; mode train only). A user
 error (`tnca_jax.errors.UserError`: bad file, bad config, contract mismatch, unwritable
 workdir, ...) prints `error: <one line>` to stderr and exits with status 2; `--debug` shows
 the traceback instead. Any other exception is a bug and keeps its traceback. Ctrl-C prints
@@ -23,6 +25,7 @@ from tnca_jax.errors import ConfigError, UserError
 # The modes of tnca_jax.modes.MODES, named here so that main.py's flags need not import them
 # (main.py's docstring says what each does).
 MODE_NAMES = ("train", "evaluate", "growth", "ceiling", "generate")
+JOBS = ("tnca", "vocoder")  # config.job: what the config trains (absent: tnca)
 
 
 def run(mode: str, config: ml_collections.ConfigDict, workdir: str, *,
@@ -34,9 +37,7 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str, *,
             raise ConfigError("--workdir is empty: name the run's directory, e.g. "
                               "--workdir=runs/violin")
         with interrupts.exit_on_sigint(lambda: interrupted(mode, workdir)):
-            from tnca_jax.modes import MODES
-
-            summary = MODES[mode](config, workdir)
+            summary = job_mode(config, mode)(config, workdir)
     except UserError as err:
         if debug:
             raise
@@ -78,3 +79,22 @@ def flag_error(err: BaseException, argv: Sequence[str]) -> str:
         flag = re.match(r"flag (--\S+?): ", text)
         text = f"{flag[1] + ': ' if flag else ''}{' '.join(str(chain[-1]).split())}"
     return f"{text.removeprefix('flag ')} (python main.py --helpshort lists the flags)"
+
+
+def job_mode(config: ml_collections.ConfigDict, mode: str):
+    """The function that runs `mode` of the config's job (ConfigError for a job or mode that
+    does not exist)."""
+    job = config.get("job", "tnca")
+    if job == "vocoder":
+        if mode != "train":
+            raise ConfigError(f"the vocoder job (config.job='vocoder') has only --mode=train, "
+                              f"not {mode!r}; use the weights it writes with "
+                              "--config.vocoder=music --config.vocoder_path=<file>")
+        from tnca_jax.vocoder_train import train_summary
+
+        return train_summary
+    if job != "tnca":
+        raise ConfigError(f"unknown config.job {job!r}; choose one of {', '.join(JOBS)}")
+    from tnca_jax.modes import MODES
+
+    return MODES[mode]

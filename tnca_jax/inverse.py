@@ -3,8 +3,9 @@ vocoder's contract, the weight-free Griffin-Lim vocoder, and the one factory (`l
 that every mode and `generate()` use.
 
 Vocoders by name (`VOCODER_NAMES`): `griffinlim` (JAX, no weights) lives here; the learned
-torch vocoders `bigvgan` and `hifigan` live in the `vocoders` package (the `vocoders` extra),
-which depends on this module, and are imported by module path on first use.
+JAX vocoder `music` (`tnca_jax.neural_vocoder`, shipped weights) and the learned torch vocoders
+`bigvgan` and `hifigan` (in the `vocoders` package, the `vocoders` extra) depend on this module
+and are imported by module path on first use.
 """
 
 from __future__ import annotations
@@ -105,7 +106,9 @@ def _griffin_lim(vocoder: GriffinLim, log_mel: jax.Array, key: jax.Array) -> jax
 
 # Learned vocoders in torch: name -> module of the `vocoders` package with `load(path, ...)`.
 TORCH_VOCODERS = {"bigvgan": "vocoders.bigvgan", "hifigan": "vocoders.hifigan"}
-VOCODER_NAMES = ("griffinlim", *TORCH_VOCODERS)
+# Learned vocoders in JAX: name -> module with `load(path)` (path None: its shipped weights).
+JAX_VOCODERS = {"music": "tnca_jax.neural_vocoder"}
+VOCODER_NAMES = ("griffinlim", *JAX_VOCODERS, *TORCH_VOCODERS)
 
 
 def load_vocoder(name: str, path: str | None = None, *,
@@ -114,10 +117,11 @@ def load_vocoder(name: str, path: str | None = None, *,
     """Build the vocoder `name` (one of VOCODER_NAMES).
 
     Args:
-      name: griffinlim, bigvgan or hifigan.
-      path: weights of a learned vocoder: for bigvgan a Hugging Face id or a local directory
-        (config.json + bigvgan_generator.pt); for hifigan a jik876 checkpoint or its directory
-        (with config.json). Must be None for griffinlim.
+      name: griffinlim, music, bigvgan or hifigan.
+      path: weights of a learned vocoder: for music a music_vocoder.safetensors (default: the
+        shipped one, trained on the instrument corpus in data/); for bigvgan a Hugging Face id
+        or a local directory (config.json + bigvgan_generator.pt); for hifigan a jik876
+        checkpoint or its directory (with config.json). Must be None for griffinlim.
       contract: for weight-free vocoders, the mel contract to invert (default: the default
         contract). Learned vocoders read theirs from their config and ignore this.
       use_cuda_kernel: bigvgan only: its fused CUDA activation, if it builds (else a warning).
@@ -137,6 +141,8 @@ def load_vocoder(name: str, path: str | None = None, *,
             raise ConfigError(f"griffinlim inverts a log-mel: {contract.name!r} is not a mel "
                               "contract")
         return GriffinLim(contract)
+    if name in JAX_VOCODERS:  # Weights and contract in one file; no torch.
+        return importlib.import_module(JAX_VOCODERS[name]).load(path)
     if not path:
         raise ConfigError(f"{name} needs its weights: set vocoder_path (--config.vocoder_path) "
                           "to a checkpoint directory" + (" or a Hugging Face id"

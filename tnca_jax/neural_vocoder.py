@@ -1,0 +1,391 @@
+"""The music vocoder: a contract's log-mel -> audio, in pure JAX/Flax NNX, with shipped weights.
+
+Architecture (Vocos-style, Siuzdak 2023; losses after APNet, Ai & Ling 2023; see
+`tnca_jax.vocoder_train`): the log-mel [batch, n_mels, frames] goes through a Conv1d embedding
+and a stack of ConvNeXt blocks over frames (no upsampling), then a linear head predicts, per
+STFT bin of the contract's own framing (n_fft, hop), a log-magnitude and a phase; one inverse
+STFT (windowed overlap-add) renders frames * hop samples. Everything runs at the frame rate, so
+it is fast on CPU, GPU and TPU, and it is differentiable end to end (audio-domain losses of the
+TNCA can run through it).
+
+Phase ("recurrent", the default): a network that sees the same input frames gives the same
+output frames, so a per-frame phase (Vocos's "direct" head, also available) cannot follow a
+sustained partial whose phase advances by 2 pi f hop / sr from frame to frame: it renders every
+steady tone on the grid of multiples of sr / hop (43 Hz at 22.05 kHz, hop 512). Here the head
+predicts per bin a frequency offset (bins), a keep gate and a fresh phase, and the phase of each
+bin is carried from frame to frame by a complex linear recurrence, computed with a parallel
+scan:
+    z[t] = keep[t] * exp(i * 2 pi * hop / n_fft * (bin + offset[t])) * z[t - 1]
+           + (1 - keep[t]) * exp(i * fresh[t]),                 phase[t] = angle(z[t]).
+keep -> 1 continues an oscillator at the predicted frequency (a phase vocoder); keep -> 0 takes
+the fresh, frame-local phase (onsets, noise; what Vocos does everywhere).
+
+Weights are one safetensors file carrying the contract and architecture as metadata
+(`save_weights`, `load_weights`); `NeuralVocoder` is the inference object the app uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from tnca_jax.contract import MelContract, SpectralContract
+from tnca_jax.errors import MissingFileError, VocoderError
+from tnca_jax.files import replacing
+from tnca_jax.inverse import check_input
+
+NAME = "music"
+# Shipped beside the torch vocoders' modules (the `vocoders` package directory), not imported
+# from there: loading them needs neither torch nor that package.
+WEIGHTS_PATH = Path(__file__).resolve().parent.parent / "vocoders" / "music_vocoder.safetensors"
+WEIGHTS_FORMAT = "tnca_jax.music_vocoder"
+WEIGHTS_VERSION = "1"
+PHASOR_EPS = 1e-12  # Under |z|^2 when the recurrent phase is normalised to a unit phasor.
+
+
+# A weights file that is unreadable, corrupt or not a music vocoder's (a missing one raises
+# MissingFileError): one `error:` line on the command line.
+VocoderWeightsError = VocoderError
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """Sizes of the network (stored in the weights file).
+
+    Attributes:
+      dim: channels of the ConvNeXt stack.
+      intermediate: hidden width of each block's pointwise MLP.
+      layers: number of ConvNeXt blocks.
+      kernel_size: depthwise convolution size over frames (odd).
+      phase: "recurrent" (phase carried across frames, see the module docstring) or "direct"
+        (one free phase per bin and frame, as Vocos).
+      envelope_skip: the head predicts the log-magnitude as a correction to the log-mel's own
+        envelope spread over the STFT bins (`mel_envelope`), so level and spectral envelope
+        follow the input by construction and the network learns the fine structure.
+    """
+
+    dim: int = 256
+    intermediate: int = 768
+    layers: int = 8
+    kernel_size: int = 7
+    phase: Literal["recurrent", "direct"] = "recurrent"
+    envelope_skip: bool = True
+
+    def __post_init__(self) -> None:
+        if self.phase not in ("recurrent", "direct"):
+            raise ValueError(f"phase must be 'recurrent' or 'direct', got {self.phase!r}")
+        if min(self.dim, self.intermediate, self.layers) <= 0 or self.kernel_size % 2 == 0:
+            raise ValueError(f"invalid architecture {self}: sizes must be positive and "
+                             "kernel_size odd")
+
+    @property
+    def head_outputs(self) -> int:
+        """Values predicted per STFT bin and frame."""
+        return 4 if self.phase == "recurrent" else 2
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Architecture:
+        return cls(**data)
+
+
+class ConvNeXtBlock(nnx.Module):
+    """Depthwise conv over frames, LayerNorm, pointwise MLP (GELU), layer scale, residual.
+    [batch, frames, dim] -> same."""
+
+    def __init__(self, dim: int, intermediate: int, kernel_size: int, layer_scale: float, *,
+                 rngs: nnx.Rngs):
+        self.depthwise = nnx.Conv(dim, dim, (kernel_size,), feature_group_count=dim,
+                                  padding="SAME", rngs=rngs)
+        self.norm = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
+        self.expand = nnx.Linear(dim, intermediate, rngs=rngs)
+        self.project = nnx.Linear(intermediate, dim, rngs=rngs)
+        self.scale = nnx.Param(jnp.full((dim,), layer_scale, jnp.float32))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = self.project(jax.nn.gelu(self.expand(self.norm(self.depthwise(x)))))
+        return x + self.scale[...] * y
+
+
+class MusicVocoder(nnx.Module):
+    """log-mel [batch, n_mels, frames] under `contract` -> audio [batch, frames * hop].
+
+    The contract fixes the input (its log-mel) and the output framing (its n_fft, hop and
+    window: one predicted STFT frame per mel frame).
+    """
+
+    def __init__(self, contract: MelContract, architecture: Architecture = Architecture(),
+                 *, rngs: nnx.Rngs):
+        if not isinstance(contract, MelContract):
+            raise VocoderError(f"contract {contract.name!r}: the music vocoder inverts a log-mel "
+                               "(a mel contract)")
+        if contract.n_fft % contract.hop_length or contract.win_length != contract.n_fft:
+            raise VocoderError(f"contract {contract.name!r}: the music vocoder needs win_length "
+                             "== n_fft and n_fft a multiple of hop_length")
+        if contract.log != "ln":
+            raise VocoderError(f"contract {contract.name!r}: the music vocoder needs a natural-log "
+                             "mel (log='ln')")
+        if contract.padding != "reflect_center_false":
+            raise VocoderError(f"contract {contract.name!r}: the music vocoder needs "
+                             "reflect_center_false padding (frames * hop samples)")
+        self.contract = contract
+        self.architecture = architecture
+        arch = architecture
+        self.embed = nnx.Conv(contract.n_mels, arch.dim, (arch.kernel_size,), padding="SAME",
+                              rngs=rngs)
+        self.embed_norm = nnx.LayerNorm(arch.dim, epsilon=1e-6, rngs=rngs)
+        self.blocks = nnx.List([
+            ConvNeXtBlock(arch.dim, arch.intermediate, arch.kernel_size, 1.0 / arch.layers,
+                          rngs=rngs) for _ in range(arch.layers)])
+        self.final_norm = nnx.LayerNorm(arch.dim, epsilon=1e-6, rngs=rngs)
+        self.head = nnx.Linear(arch.dim, arch.head_outputs * self.bins, rngs=rngs)
+
+    @property
+    def bins(self) -> int:
+        return self.contract.n_fft // 2 + 1
+
+    def features(self, log_mel: jax.Array) -> jax.Array:
+        """[batch, n_mels, frames] -> [batch, frames, dim]; silence (the log floor) maps to 0,
+        as the convolutions' zero padding beyond the ends does."""
+        x = (jnp.swapaxes(log_mel, -1, -2) - self.contract.log_min) * 0.1
+        x = self.embed_norm(self.embed(x))
+        for block in self.blocks:
+            x = block(x)
+        return self.final_norm(x)
+
+    def components(self, log_mel: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The predicted STFT as (log-magnitude, unit phasor), each [batch, bins, frames]."""
+        out = self.head(self.features(log_mel))  # [B, T, P * bins]
+        out = out.reshape((*out.shape[:-1], self.architecture.head_outputs, self.bins))
+        out = jnp.moveaxis(out, -3, -1)  # [B, P, bins, T]
+        log_magnitude = out[:, 0]
+        if self.architecture.envelope_skip:
+            log_magnitude = log_magnitude + mel_envelope(log_mel, self.contract)
+        log_magnitude = jnp.minimum(log_magnitude, math.log(self.contract.window.sum()))
+        if self.architecture.phase == "direct":
+            return log_magnitude, jnp.exp(1j * out[:, 1])
+        return log_magnitude, recurrent_phasor(out[:, 1], out[:, 2], out[:, 3], self.contract)
+
+    def spectrum(self, log_mel: jax.Array) -> jax.Array:
+        """Complex STFT [batch, bins, frames] under the contract's framing."""
+        log_magnitude, phasor = self.components(log_mel)
+        return jnp.exp(log_magnitude) * phasor
+
+    def __call__(self, log_mel: jax.Array) -> jax.Array:
+        """[batch, n_mels, frames] -> [batch, frames * hop]."""
+        return overlap_add(self.spectrum(log_mel), self.contract)
+
+
+@functools.lru_cache(maxsize=16)
+def _envelope_weights(contract: MelContract) -> tuple[np.ndarray, np.ndarray]:
+    """([bins, n_mels] each bin's share of each band, [n_mels] ln of each filter's sum)."""
+    basis = contract.mel_basis
+    share = basis.T / np.maximum(basis.T.sum(axis=1, keepdims=True), 1e-30)
+    for uncovered in np.flatnonzero(basis.sum(axis=0) <= 0):  # DC, Nyquist: nearest band's
+        share[uncovered, 0 if uncovered < basis.shape[1] // 2 else basis.shape[0] - 1] = 1.0
+    return share.astype(np.float32), np.log(basis.sum(axis=1)).astype(np.float32)
+
+
+def mel_envelope(log_mel: jax.Array, contract: MelContract) -> jax.Array:
+    """The log-mel spread over STFT bins as a log-magnitude: [..., n_mels, frames] ->
+    [..., bins, frames]. A band of mel value m whose filter sums to s holds bins of magnitude
+    (m / s) ** (1 / power); each bin takes the mean of its bands' values, weighted by its
+    filter weights."""
+    share, log_filter_sum = _envelope_weights(contract)
+    per_band = (log_mel - jnp.asarray(log_filter_sum)[:, None]) / contract.magnitude_power
+    return jnp.einsum("km,...mt->...kt", jnp.asarray(share), per_band)
+
+
+def recurrent_phasor(keep_logit: jax.Array, offset: jax.Array, fresh: jax.Array,
+                     contract: SpectralContract) -> jax.Array:
+    """Unit phasors [..., bins, frames] of the phase recurrence in the module docstring.
+
+    keep_logit, offset (in bins), fresh (radians): [..., bins, frames]. Frame 0 takes its
+    fresh phase (there is nothing to carry).
+    """
+    ratio = contract.n_fft // contract.hop_length
+    bins = np.arange(contract.n_fft // 2 + 1)[:, None]
+    # 2 pi hop / n_fft * bin, reduced mod 2 pi exactly before it meets float32.
+    nominal = jnp.asarray(2 * np.pi * (bins % ratio) / ratio, jnp.float32)
+    keep = jax.nn.sigmoid(keep_logit).at[..., 0].set(0.0)
+    carry = keep * jnp.exp(1j * (nominal + 2 * np.pi / ratio * offset))
+    fresh_part = (1.0 - keep) * jnp.exp(1j * fresh)
+
+    def combine(left, right):
+        (a_left, b_left), (a_right, b_right) = left, right
+        return a_left * a_right, a_right * b_left + b_right
+
+    _, z = jax.lax.associative_scan(combine, (carry, fresh_part), axis=-1)
+    return z * jax.lax.rsqrt(jnp.abs(z) ** 2 + PHASOR_EPS)
+
+
+@functools.lru_cache(maxsize=16)
+def _overlap_norm(contract: SpectralContract, frames: int) -> np.ndarray:
+    """1 / (sum of squared windows) over the overlap-added length, float32."""
+    ratio = contract.n_fft // contract.hop_length
+    squared = (contract.window**2).reshape(ratio, contract.hop_length)
+    total = np.zeros((frames + ratio - 1, contract.hop_length))
+    for part in range(ratio):
+        total[part:part + frames] += squared[part]
+    return (1.0 / np.maximum(total.reshape(-1), 1e-8)).astype(np.float32)
+
+
+def overlap_add(spec: jax.Array, contract: SpectralContract) -> jax.Array:
+    """Inverse STFT [..., bins, frames] -> [..., frames * hop] under the contract's framing.
+
+    The same signal as `tnca_jax.dsp.istft`, computed with shifted sums instead of a
+    scatter-add (n_fft is a multiple of hop): faster and deterministic on every backend.
+    """
+    frames = spec.shape[-1]
+    ratio, hop = contract.n_fft // contract.hop_length, contract.hop_length
+    signal = jnp.fft.irfft(jnp.swapaxes(spec, -1, -2), n=contract.n_fft, axis=-1)
+    signal = signal * jnp.asarray(contract.window, signal.dtype)
+    parts = signal.reshape((*signal.shape[:-1], ratio, hop))  # [..., T, ratio, hop]
+    lead = parts.shape[:-3]
+    total = sum(jnp.pad(parts[..., part, :],
+                        [(0, 0)] * len(lead) + [(part, ratio - 1 - part), (0, 0)])
+                for part in range(ratio))
+    total = total.reshape((*lead, -1)) * jnp.asarray(_overlap_norm(contract, frames))
+    return total[..., contract.pad:contract.pad + frames * hop]
+
+
+# ------------------------------------------------------------------------ weights file
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """{"blocks": {0: {"expand": {"kernel": x}}}} -> {"blocks.0.expand.kernel": x}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _param_tree(model: MusicVocoder) -> dict:
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+def save_weights(model: MusicVocoder, path: str | os.PathLike) -> None:
+    """Write the model's parameters (float32) with its contract and architecture as metadata,
+    as one safetensors file (written whole, then renamed into place)."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION,
+                "contract": json.dumps(model.contract.to_dict()),
+                "architecture": json.dumps(model.architecture.to_dict())}
+    tensors = {name: np.ascontiguousarray(value, np.float32)
+               for name, value in _flatten(_param_tree(model)).items()}
+    with replacing(path) as tmp:
+        save_file(tensors, tmp, metadata=metadata)
+
+
+def load_weights(path: str | os.PathLike = WEIGHTS_PATH) -> MusicVocoder:
+    """A MusicVocoder from a weights file written by `save_weights`.
+
+    Raises MissingFileError when it is not there, VocoderError (one line, naming the file) when
+    it is unreadable, not a safetensors file, or holds other parameters than its architecture
+    needs.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"music vocoder weights not found: {path} (set "
+                               "--config.vocoder_path to a music_vocoder.safetensors, or train "
+                               "one: python main.py --config=configs/vocoder.py "
+                               "--workdir=runs/vocoder)")
+    try:
+        with safe_open(str(path), framework="numpy") as file:
+            metadata = file.metadata() or {}
+            tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
+    except Exception as err:  # safetensors raises its own error types and OSError.
+        raise VocoderWeightsError(f"cannot read music vocoder weights {path}: not a valid "
+                                  f"safetensors file ({' '.join(str(err).split())})") from None
+    if metadata.get("format") != WEIGHTS_FORMAT:
+        raise VocoderWeightsError(f"{path} is not a music vocoder weights file (format "
+                                  f"{metadata.get('format')!r}, expected {WEIGHTS_FORMAT!r})")
+    try:
+        contract = SpectralContract.from_dict(json.loads(metadata["contract"]))
+        architecture = Architecture.from_dict(json.loads(metadata["architecture"]))
+        model = nnx.eval_shape(lambda: MusicVocoder(contract, architecture, rngs=nnx.Rngs(0)))
+    except (KeyError, TypeError, ValueError) as err:
+        raise VocoderWeightsError(f"{path}: unreadable contract or architecture metadata "
+                                  f"({' '.join(str(err).split())})") from None
+    expected = {name: tuple(value.shape)
+                for name, value in _flatten(_param_tree(model)).items()}
+    found = {name: tuple(value.shape) for name, value in tensors.items()}
+    if expected != found:
+        missing = sorted(set(expected) - set(found))
+        extra = sorted(set(found) - set(expected))
+        shapes = sorted(n for n in set(expected) & set(found) if expected[n] != found[n])
+        raise VocoderWeightsError(
+            f"{path} does not match its architecture: missing {missing[:3]}, unexpected "
+            f"{extra[:3]}, wrong shape {shapes[:3]}")
+    _load_flat_params(model, tensors)
+    return model
+
+
+def _load_flat_params(model: MusicVocoder, tensors: dict[str, np.ndarray]) -> None:
+    """Put {"blocks.0.expand.kernel": array, ...} into the model's parameters (in place)."""
+
+    def fill(tree, prefix: str):
+        return {key: fill(value, f"{prefix}{key}.") if isinstance(value, dict)
+                else jnp.asarray(tensors[f"{prefix}{key}"], jnp.float32)
+                for key, value in tree.items()}
+
+    state = nnx.state(model, nnx.Param)
+    nnx.replace_by_pure_dict(state, fill(nnx.to_pure_dict(state), ""))
+    nnx.update(model, state)
+
+
+# ------------------------------------------------------------------------ inference
+def vocode(graphdef: nnx.GraphDef, state: nnx.State, log_mel: jax.Array) -> jax.Array:
+    """Pure function of the split model: [batch, n_mels, frames] -> [batch, frames * hop]."""
+    return nnx.merge(graphdef, state)(log_mel)
+
+
+class NeuralVocoder:
+    """The music vocoder as the app uses it: log-mel [batch, n_mels, frames] under its contract
+    -> audio [batch, frames * hop] (jitted once per instance; one compile per input shape).
+
+    `contract=` declares the input's contract; a log-mel under another contract, or with values
+    outside this contract's range, is refused (ContractMismatchError).
+    """
+
+    name = NAME
+
+    def __init__(self, model: MusicVocoder):
+        self.model = model
+        self.contract: MelContract = model.contract
+        self._graphdef, self._state = nnx.split(model)
+        self._vocode = jax.jit(functools.partial(vocode, self._graphdef))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike = WEIGHTS_PATH) -> NeuralVocoder:
+        """From a weights file (default: the shipped one)."""
+        return cls(load_weights(path))
+
+    def __call__(self, log_mel: jax.Array, *, contract: SpectralContract | None = None
+                 ) -> jax.Array:
+        log_mel = check_input(log_mel, self.contract, contract)
+        return self._vocode(self._state, log_mel)
+
+
+def load(path: str | os.PathLike | None = None) -> NeuralVocoder:
+    """The music vocoder for `tnca_jax.inverse.load_vocoder("music", path)`: the weights at
+    `path` (default: the shipped file), which bring their own contract."""
+    return NeuralVocoder.load(WEIGHTS_PATH if path is None else path)
