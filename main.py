@@ -7,6 +7,7 @@ Configs are Python files returning an ml_collections ConfigDict (configs/violin.
 value on the command line, e.g.:
   --config.audio_path=/path/to/note.wav --config.train.iterations=2000
   --config.generate.best_of=8 --config.vocoder=bigvgan --config.vocoder_path=<dir or hub id>
+  --config.vocoder=music (the shipped JAX vocoder, vocoders/music_vocoder.safetensors)
 (python -c "from configs.violin import get_config; print(get_config())" lists them all.)
 
 Modes (--mode), each in --workdir:
@@ -15,6 +16,9 @@ Modes (--mode), each in --workdir:
   growth    growth.wav and growth.gif of a trained workdir: hear and watch it grow
   ceiling   the vocoder on the recording's own features, before any training
   generate  render a trained workdir with --config.vocoder (same contract)
+
+configs/vocoder.py (config.job = "vocoder") trains that music vocoder instead (mode train):
+  python main.py --config=configs/vocoder.py:quick --workdir=runs/voc
 
 Progress and one line per stage go to stderr, the JSON summary to stdout. Bad input stops
 with one "error:" line and exit status 2 (--debug shows the traceback).

@@ -55,7 +55,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.max_seconds = 4.0
     config.min_seconds = 0.5
     # Representation and inversion: the TNCA grows the log-mel of the vocoder's contract:
-    # `contract` for griffinlim; bigvgan and hifigan bring theirs from their config.json, e.g.
+    # `contract` for griffinlim; music brings its own (the shipped weights: this default
+    # contract); bigvgan and hifigan bring theirs from their config.json, e.g.
     # --config.vocoder=bigvgan --config.vocoder_path=nvidia/bigvgan_v2_22khz_80band_256x
     config.representation = "mel"  # what the TNCA grows: mel, stft or mag_if
     config.contract = "griffinlim_22khz_128band"
