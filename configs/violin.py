@@ -70,7 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.fire_rate = 0.5
     config.model.seed_spacing = 8  # frames between seed columns (onset first)
     # Cosines of each frame's place in the note, mapped into every cell's context (0: off).
-    config.model.time_frequencies = 0
+    config.model.time_frequencies = 32
 
     config.train = ml_collections.ConfigDict()
     # Full size trains for an accelerator (README, "Training budgets"): on an H100 the log-mel
