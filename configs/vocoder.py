@@ -54,6 +54,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.train = ml_collections.ConfigDict()
     config.train.steps = 3000
+    # Start from these weights (a music_vocoder.safetensors of the same architecture and
+    # contract, e.g. the shipped one to fine-tune on your own instrument); None: from scratch.
+    config.train.init_weights = ml_collections.config_dict.placeholder(str)
     config.train.batch_size = 8
     config.train.segment_frames = 48  # 1.1 s at hop 512
     config.train.learning_rate = 1e-3

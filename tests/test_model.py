@@ -104,25 +104,29 @@ def test_perceive_transpose_is_the_adjoint_of_perceive():
         float(jnp.vdot(a, perceive_transpose(b))), rel=1e-5)
 
 
-def dense_step(weights, context, state, key, fire_rate):
+def dense_step(weights, context, state, key, mask, fire_rate):
     """The growth step as Growing NCA writes it: every cell through the MLP (its hidden layer
-    given the cell's context), the update kept where the cell fires; differentiated by JAX."""
+    given the cell's context), the update kept where the cell fires, cells outside `mask`
+    dead; differentiated by JAX."""
     pre_alive = alive_mask(state)
     hidden = (perceive(state) @ weights.hidden_kernel + weights.hidden_bias
               + context.frequency[:, :, None, :] + context.time[:, None, :, :])
     delta = jax.nn.relu(hidden) @ weights.out_kernel + weights.out_bias
     fire = jax.random.uniform(key, state.shape[:-1])[..., None] < fire_rate
     updated = state + delta * fire
-    return updated * (pre_alive & alive_mask(updated))
+    living = pre_alive & alive_mask(updated)
+    return updated * (living if mask is None else living * mask)
 
 
-@pytest.mark.parametrize(("fire_rate", "contexts"), [(0.5, 1), (1.0, 1), (0.5, 2)],
-                         ids=["half fire", "all fire", "a context per sample"])
+@pytest.mark.parametrize(("fire_rate", "contexts", "masked"),
+                         [(0.5, 1, False), (1.0, 1, False), (0.5, 2, False), (0.5, 2, True)],
+                         ids=["half fire", "all fire", "a context per sample", "note masks"])
 def test_the_step_and_its_written_out_gradient_equal_the_dense_autodiff_step(fire_rate,
-                                                                             contexts):
+                                                                             contexts, masked):
     """growth_step (MLP on the firing cells only, hand-written backward pass) against the dense
     step differentiated by JAX, through 6 scanned steps with cells dying and firing at random,
-    with the frequency and time parts of the cells' context shared or per sample."""
+    with the frequency and time parts of the cells' context shared or per sample, and with
+    notes shorter than the grid (a frame mask per sample)."""
     model = _random_model()
     weights = model.update_rule.weights
     keys = jax.random.split(jax.random.key(4), 2)
@@ -131,11 +135,13 @@ def test_the_step_and_its_written_out_gradient_equal_the_dense_autodiff_step(fir
     start = seed_state(8, 12, 6, batch=2) + 0.05 * jax.random.normal(jax.random.key(5),
                                                                       (2, 8, 12, 6))
     target = jax.random.normal(jax.random.key(6), start.shape)
+    mask = (jnp.arange(12)[None, None, :, None] < jnp.array([9, 12])[:, None, None, None]
+            ).astype(jnp.float32) if masked else None
 
     def loss(weights, context, state, step):
         def body(current, i):
             key = jax.random.fold_in(jax.random.key(7), i)
-            return step(weights, context, current, key, fire_rate), None
+            return step(weights, context, current, key, mask, fire_rate), None
 
         return jnp.sum(jax.lax.scan(body, state, jnp.arange(6))[0] * target)
 

@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "generate": "tnca_jax.generation",
+    "generate": "tnca_jax.timbre",
     "GenerationResult": "tnca_jax.generation",
     "PRESETS": "tnca_jax.contract",
     "ContractMismatchError": "tnca_jax.contract",
@@ -34,7 +34,8 @@ if TYPE_CHECKING:
         get_contract,
     )
     from tnca_jax.errors import UserError
-    from tnca_jax.generation import GenerationResult, generate
+    from tnca_jax.generation import GenerationResult
+    from tnca_jax.timbre import generate
 
 
 def __getattr__(name: str) -> Any:

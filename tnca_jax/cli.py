@@ -25,7 +25,7 @@ from tnca_jax.errors import ConfigError, UserError
 # The modes of tnca_jax.modes.MODES, named here so that main.py's flags need not import them
 # (main.py's docstring says what each does).
 MODE_NAMES = ("train", "evaluate", "growth", "ceiling", "generate")
-JOBS = ("tnca", "vocoder")  # config.job: what the config trains (absent: tnca)
+JOBS = ("tnca", "vocoder", "timbre")  # config.job: what the config trains (absent: tnca)
 
 
 def run(mode: str, config: ml_collections.ConfigDict, workdir: str, *,
@@ -93,8 +93,13 @@ def job_mode(config: ml_collections.ConfigDict, mode: str):
         from tnca_jax.vocoder_train import train_summary
 
         return train_summary
-    if job != "tnca":
+    if job not in JOBS:
         raise ConfigError(f"unknown config.job {job!r}; choose one of {', '.join(JOBS)}")
-    from tnca_jax.modes import MODES
+    from tnca_jax.modes import MODES, TIMBRE_MODES
 
+    if job == "timbre":
+        if mode not in TIMBRE_MODES:
+            raise ConfigError(f"the timbre job (configs/instruments.py) has no --mode={mode}; "
+                              f"choose one of {', '.join(TIMBRE_MODES)}")
+        return TIMBRE_MODES[mode]
     return MODES[mode]

@@ -42,6 +42,13 @@ def note_to_midi(note: str) -> int:
     return 12 * (int(octave) + 1) + PITCH_CLASSES[letter.upper()] + ACCIDENTALS[accidental or ""]
 
 
+def midi_to_name(midi: float) -> str:
+    """The nearest note's name: 69 -> "A4", 70 -> "A#4", 60.3 -> "C4"."""
+    number = round(midi)
+    names = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+    return f"{names[number % 12]}{number // 12 - 1}"
+
+
 def midi_from_name(name: str) -> int | None:
     """The pitch a file name states, or None: an `m<MIDI>` token wins, else the last note-name
     token ("Violin.arco.ff.sulA.Bb4.stereo" -> 70, "cello_C2_m36" -> 36, "As3.wav" -> 58)."""

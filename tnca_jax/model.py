@@ -118,6 +118,32 @@ class CellContext(NamedTuple):
     time: jax.Array | None = None
 
 
+class NoteCondition(NamedTuple):
+    """What a conditioned TNCA (one model for many notes, `TNCA(instruments=...)`) is told of
+    each note of a batch: its instrument(s), pitch and length. Built by
+    `tnca_jax.conditioning.note_condition`; the grid is `frames` long, the note may be
+    shorter (frames past its end stay dead and silent).
+
+    Attributes:
+      instrument: [B, T, I] instrument weights per frame (one-hot for one instrument, a
+        blend for a morph, changing over the frames for a glide).
+      pitch: [B, F, P] each frequency row's place relative to the note's f0
+        (`conditioning.band_pitch_features`).
+      time: [B, T, K] each frame's place in the note (`conditioning.note_time_features`).
+      mask: [B, T] 1 on the note's frames, 0 after its end.
+    """
+
+    instrument: jax.Array
+    pitch: jax.Array
+    time: jax.Array
+    mask: jax.Array
+
+    @property
+    def note_frames(self) -> jax.Array:
+        """[B] frames of each note."""
+        return jnp.sum(self.mask, axis=-1)
+
+
 def time_features(n_frames: int, count: int) -> np.ndarray:
     """[T, count] cosines cos(pi k (t + 0.5) / T), k = 1..count, of each frame's place in the
     note: a smooth basis in which a cell's position (onset, body, release) is a vector."""
@@ -141,6 +167,47 @@ class UpdateRule(nnx.Module):
                              self.out.kernel[...], self.out.bias[...])
 
 
+class Conditioner(nnx.Module):
+    """The learned maps of a conditioned TNCA: a `NoteCondition` -> every cell's context and
+    every cell's resting level.
+
+    Context (added to the update MLP's hidden layer, see `CellContext`): frequency part
+    band_embedding[f] + pitch[b, f] @ pitch_map; time part time[b, t] @ time_map +
+    instrument[b, t] @ instrument_embedding.
+    Level (what a living cell shows when its value is 0, normalised): per instrument i,
+    level_i[v, f, t] = level_base[i, v, f] + pitch[b, f] @ level_pitch[i, v, f]
+    + time[b, t] @ level_time[i, v, f] (per row, a level that follows pitch and loudness, and
+    an envelope over the note), blended by the frame's instrument weights. Context and
+    level are linear in the instrument weights, so a morph between instruments moves both on
+    a straight line.
+    """
+
+    def __init__(self, instruments: int, pitch_features: int, time_features_count: int,
+                 hidden: int, n_bands: int, n_values: int):
+        self.instrument_embedding = nnx.Param(jnp.zeros((instruments, hidden)))
+        self.pitch_map = nnx.Param(jnp.zeros((pitch_features, hidden)))
+        self.time_map = nnx.Param(jnp.zeros((time_features_count, hidden)))
+        self.level_base = nnx.Param(jnp.zeros((instruments, n_values, n_bands)))
+        self.level_pitch = nnx.Param(jnp.zeros((instruments, n_values, n_bands,
+                                                pitch_features)))
+        self.level_time = nnx.Param(jnp.zeros((instruments, n_values, n_bands,
+                                               time_features_count)))
+
+    def context(self, band_embedding: jax.Array, condition: NoteCondition) -> CellContext:
+        frequency = band_embedding[None] + condition.pitch @ self.pitch_map[...]
+        time = (condition.time @ self.time_map[...]
+                + condition.instrument @ self.instrument_embedding[...])
+        return CellContext(frequency, time)
+
+    def level(self, condition: NoteCondition) -> jax.Array:
+        """[B, n_values, F, T] the resting level of every cell."""
+        spectrum = (self.level_base[...][None]
+                    + jnp.einsum("bfp,ivfp->bivf", condition.pitch, self.level_pitch[...]))
+        envelope = jnp.einsum("btk,ivfk->bivft", condition.time, self.level_time[...])
+        return jnp.einsum("bti,bivft->bvft", condition.instrument,
+                          spectrum[..., None] + envelope)
+
+
 class TNCA(nnx.Module):
     """One stochastic growth step: state [B, F, T, C] -> state [B, F, T, C].
 
@@ -151,11 +218,16 @@ class TNCA(nnx.Module):
     `time_frequencies`: cosines of each frame's place in the note (`time_features`) that a
     learned map turns into the time part of every cell's context (0: cells learn their place
     only from the seed columns' clock and their neighbours).
+    `instruments` > 0 makes a conditioned TNCA (one model for many notes): every call then
+    takes a `NoteCondition`, and the cells' context and level come from its `Conditioner`
+    (`pitch_features` and `note_time_features` per row and frame) instead of `band_level` and
+    `time_frequencies`.
     """
 
     def __init__(self, n_bands: int, *, n_values: int = 1, channels: int = 16,
                  hidden: int = 128, fire_rate: float = 0.5, seed_spacing: int = 8,
-                 time_frequencies: int = 0, rngs: nnx.Rngs):
+                 time_frequencies: int = 0, instruments: int = 0, pitch_features: int = 0,
+                 note_time_features: int = 0, rngs: nnx.Rngs):
         if n_values < 1:
             raise ValueError(f"a TNCA grows at least one value, not {n_values}")
         if channels < 4 or channels <= max(value_channels(n_values)) + 1:
@@ -173,44 +245,88 @@ class TNCA(nnx.Module):
         self.time_frequencies = time_frequencies
         if time_frequencies:
             self.time_embedding = nnx.Param(jnp.zeros((time_frequencies, hidden)))
+        self.instruments = instruments
+        self.conditioner = (Conditioner(instruments, pitch_features, note_time_features,
+                                        hidden, n_bands, n_values) if instruments else None)
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, n_bands: int,
-                    n_values: int = 1) -> TNCA:
+                    n_values: int = 1, *, instruments: int = 0, pitch_features: int = 0,
+                    note_time_features: int = 0) -> TNCA:
         """The TNCA of a run config (its `model` section and `seed`) for a grid of `n_bands`
-        rows growing `n_values` values."""
+        rows growing `n_values` values (conditioned on notes of `instruments` instruments when
+        that is > 0)."""
         model = config.model
         return cls(n_bands, n_values=n_values, channels=model.channels, hidden=model.hidden,
                    fire_rate=model.fire_rate, seed_spacing=model.seed_spacing,
-                   time_frequencies=model.get("time_frequencies", 0), rngs=nnx.Rngs(config.seed))
+                   time_frequencies=model.get("time_frequencies", 0), instruments=instruments,
+                   pitch_features=pitch_features, note_time_features=note_time_features,
+                   rngs=nnx.Rngs(config.seed))
 
-    def seed(self, n_frames: int, batch: int = 1) -> jax.Array:
-        """This model's starting grid for a note of `n_frames` frames (see `seed_state`)."""
+    @property
+    def conditioned(self) -> bool:
+        """Whether this TNCA grows many notes (calls take a `NoteCondition`)."""
+        return self.conditioner is not None
+
+    def _check_condition(self, condition: NoteCondition | None) -> None:
+        if self.conditioned != (condition is not None):
+            raise ValueError("a conditioned TNCA (instruments > 0) needs a NoteCondition, and "
+                             "a single-note TNCA takes none")
+
+    def seed(self, n_frames: int, batch: int = 1, condition: NoteCondition | None = None
+             ) -> jax.Array:
+        """This model's starting grid for a note of `n_frames` frames (see `seed_state`); with
+        a condition, one grid per note of the condition (`batch` ignored), seeded over each
+        note's own frames (`note_seed_state`)."""
+        self._check_condition(condition)
+        if condition is not None:
+            return note_seed_state(self.n_bands, n_frames, self.channels, condition.mask,
+                                   spacing=self.seed_spacing, n_values=self.n_values)
         return seed_state(self.n_bands, n_frames, self.channels, batch,
                           spacing=self.seed_spacing, n_values=self.n_values)
 
-    def spectrogram(self, state: jax.Array) -> jax.Array:
+    def level(self, condition: NoteCondition | None = None) -> jax.Array:
+        """The resting level of every cell, normalised: [n_values, F, 1] (single note) or
+        [B, n_values, F, T] (from the condition)."""
+        self._check_condition(condition)
+        if condition is None:
+            return self.band_level[...][:, :, None]
+        return self.conditioner.level(condition)
+
+    def spectrogram(self, state: jax.Array, condition: NoteCondition | None = None
+                    ) -> jax.Array:
         """The normalised representation in [0, 1] shown by a grid: [B, F, T, C] ->
         [B, n_values, F, T].
 
-        Living cells show band_level + value; dead cells show 0 (silence).
+        Living cells show their level (`level`) + value; dead cells show 0 (silence).
         """
         alive = state[:, None, :, :, ALPHA] > ALIVE_THRESHOLD
         values = jnp.moveaxis(state[..., list(value_channels(self.n_values))], -1, 1)
-        level = self.band_level[...][:, :, None] + values
+        level = self.level(condition) + values
         return jnp.where(alive, jnp.clip(level, 0.0, 1.0), 0.0)
 
-    def context(self, n_frames: int) -> CellContext:
-        """Every cell's context on a grid of `n_frames` frames (shared by the batch)."""
+    def context(self, n_frames: int, condition: NoteCondition | None = None) -> CellContext:
+        """Every cell's context on a grid of `n_frames` frames (shared by the batch; with a
+        condition, one per note)."""
+        self._check_condition(condition)
+        band_embedding = self.update_rule.band_embedding[...]
+        if condition is not None:
+            return self.conditioner.context(band_embedding, condition)
         time = None
         if self.time_frequencies:
             time = (jnp.asarray(time_features(n_frames, self.time_frequencies))
                     @ self.time_embedding[...])[None]
-        return CellContext(self.update_rule.band_embedding[...][None], time)
+        return CellContext(band_embedding[None], time)
 
-    def __call__(self, state: jax.Array, key: jax.Array) -> jax.Array:
-        return growth_step(self.update_rule.weights, self.context(state.shape[2]), state, key,
-                           self.fire_rate)
+    def __call__(self, state: jax.Array, key: jax.Array,
+                 condition: NoteCondition | None = None) -> jax.Array:
+        return growth_step(self.update_rule.weights, self.context(state.shape[2], condition),
+                           state, key, frame_mask(condition), self.fire_rate)
+
+
+def frame_mask(condition: NoteCondition | None) -> jax.Array | None:
+    """[B, 1, T, 1] the note's frames (cells past a note's end stay dead), or None."""
+    return None if condition is None else condition.mask[:, None, :, None]
 
 
 def _fires(key: jax.Array, state: jax.Array, fire_rate: float) -> jax.Array:
@@ -282,7 +398,8 @@ def _hidden_rows(weights: UpdateWeights, context: CellContext, perception: jax.A
 
 
 def _step_forward(weights: UpdateWeights, context: CellContext, state: jax.Array,
-                  key: jax.Array, fire_rate: float) -> tuple[jax.Array, jax.Array]:
+                  key: jax.Array, mask: jax.Array | None, fire_rate: float
+                  ) -> tuple[jax.Array, jax.Array]:
     """One step: (new state [B, F, T, C], living mask [B, F, T, 1] of 0/1 it applied)."""
     pre_alive = alive_mask(state)
     firing = _firing(key, state, fire_rate, context)
@@ -290,28 +407,31 @@ def _step_forward(weights: UpdateWeights, context: CellContext, state: jax.Array
     delta = jax.nn.relu(hidden) @ weights.out_kernel + weights.out_bias
     updated = state + _scatter(delta, firing, state.shape)
     living = (pre_alive & alive_mask(updated)).astype(state.dtype)
+    if mask is not None:
+        living = living * mask
     return updated * living, living
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
 def growth_step(weights: UpdateWeights, context: CellContext, state: jax.Array, key: jax.Array,
-                fire_rate: float) -> jax.Array:
+                mask: jax.Array | None, fire_rate: float) -> jax.Array:
     """One stochastic growth step (Growing NCA): state [B, F, T, C] -> state [B, F, T, C].
 
     Perceive, update each cell that fires (probability `fire_rate`) by the MLP (its hidden
     layer given the cell's `context`), then zero the cells with no living neighbour before or
-    after. Only the firing cells are run through the MLP (gathered into `firing_capacity`
-    rows): a cell that does not fire discards its update, so computing it for every cell,
-    forward and backward, wasted 1 - fire_rate of the work. The gradient is written out
-    (`_step_backward`): it keeps only the state, the key and the living mask of each step and
-    recomputes the rest, which is less memory than autodiff's stored activations and, on CPU,
-    about twice as fast.
+    after, and those outside `mask` ([B, 1, T, 1]: a note's frames on a longer grid; None:
+    every cell may live). Only the firing cells are run through the MLP (gathered into
+    `firing_capacity` rows): a cell that does not fire discards its update, so computing it
+    for every cell, forward and backward, wasted 1 - fire_rate of the work. The gradient is
+    written out (`_step_backward`): it keeps only the state, the key and the living mask of
+    each step and recomputes the rest, which is less memory than autodiff's stored
+    activations and, on CPU, about twice as fast.
     """
-    return _step_forward(weights, context, state, key, fire_rate)[0]
+    return _step_forward(weights, context, state, key, mask, fire_rate)[0]
 
 
-def _step_residuals(weights, context, state, key, fire_rate):
-    new_state, living = _step_forward(weights, context, state, key, fire_rate)
+def _step_residuals(weights, context, state, key, mask, fire_rate):
+    new_state, living = _step_forward(weights, context, state, key, mask, fire_rate)
     return new_state, (weights, context, state, key, living.astype(jnp.bool_))
 
 
@@ -338,7 +458,7 @@ def _step_backward(fire_rate, residuals, grad):
         else _row_sums(grad_hidden, firing.time, context.time))
     grad_perception = _scatter(grad_hidden @ weights.hidden_kernel.T, firing, perception.shape)
     return (weights_grad, context_grad, grad_updated + perceive_transpose(grad_perception),
-            None)
+            None, None)
 
 
 growth_step.defvjp(_step_residuals, _step_backward)
@@ -366,9 +486,25 @@ def seed_state(n_bands: int, n_frames: int, channels: int, batch: int = 1, *,
     return state.at[:, :, frames, CLOCK].set(jnp.asarray(frames / n_frames, jnp.float32))
 
 
+def note_seed_state(n_bands: int, n_frames: int, channels: int, mask: jax.Array, *,
+                    spacing: int = 8, n_values: int = 1) -> jax.Array:
+    """`seed_state` for notes of different lengths on one grid of `n_frames` frames: [B, F, T,
+    C] for the notes' frame masks [B, T]. Each note's seed columns stand at its onset and every
+    `spacing` frames before its end, each holding its place in that note (frame / note
+    frames); traceable, so a jitted step can reseed any note."""
+    frames = jnp.arange(n_frames)
+    note_frames = jnp.sum(mask, axis=-1, keepdims=True)  # [B, 1]
+    seeded = ((frames % max(spacing, 1) == 0) & (frames < note_frames)).astype(jnp.float32)
+    per_channel = np.ones(channels, np.float32)  # alpha and the hidden channels start at 1
+    per_channel[[*value_channels(n_values), CLOCK]] = 0.0  # the values at 0; the clock below
+    columns = seeded[..., None] * per_channel  # [B, T, C]
+    columns = columns.at[..., CLOCK].set(seeded * frames / jnp.maximum(note_frames, 1))
+    return jnp.broadcast_to(columns[:, None], (mask.shape[0], n_bands, n_frames, channels))
+
+
 def grow(graphdef: nnx.GraphDef, params: nnx.State, state: jax.Array, key: jax.Array,
-         steps: int, *, first_step: int = 0, active_steps: jax.Array | int | None = None
-         ) -> jax.Array:
+         steps: int, *, first_step: int = 0, active_steps: jax.Array | int | None = None,
+         condition: NoteCondition | None = None) -> jax.Array:
     """Run `steps` growth steps with `lax.scan` (jit-compatible, pure).
 
     Args:
@@ -380,17 +516,19 @@ def grow(graphdef: nnx.GraphDef, params: nnx.State, state: jax.Array, key: jax.A
       first_step: index of the first step (for continuing a growth).
       active_steps: grow only this many of the `steps` (traced, so one compiled rollout serves
         every sampled length; the state then stays as it is); default all.
+      condition: the notes of a conditioned TNCA (see `NoteCondition`), else None.
 
     Returns:
       [B, F, T, C] the state after min(steps, active_steps) steps.
     """
     model = nnx.merge(graphdef, params)
     weights, fire_rate = model.update_rule.weights, model.fire_rate
-    context = model.context(state.shape[2])
+    context = model.context(state.shape[2], condition)
+    mask = frame_mask(condition)
 
     def step(current, i):
         grown = growth_step(weights, context, current, jax.random.fold_in(key, first_step + i),
-                            fire_rate)
+                            mask, fire_rate)
         if active_steps is not None:
             grown = jnp.where(i < active_steps, grown, current)
         return grown, None
@@ -399,7 +537,8 @@ def grow(graphdef: nnx.GraphDef, params: nnx.State, state: jax.Array, key: jax.A
 
 
 def grow_stages(graphdef: nnx.GraphDef, params: nnx.State, state: jax.Array, key: jax.Array,
-                steps: int, num_stages: int) -> jax.Array:
+                steps: int, num_stages: int, *, condition: NoteCondition | None = None
+                ) -> jax.Array:
     """Grow and keep the shown spectrogram at `num_stages` evenly spaced steps.
 
     Returns [num_stages, B, n_values, F, T] normalised (see `TNCA.spectrogram`); the last stage
@@ -409,6 +548,7 @@ def grow_stages(graphdef: nnx.GraphDef, params: nnx.State, state: jax.Array, key
     bounds = np.linspace(0, steps, num_stages + 1).astype(int)
     stages = []
     for start, stop in itertools.pairwise(bounds):
-        state = grow(graphdef, params, state, key, int(stop - start), first_step=int(start))
-        stages.append(model.spectrogram(state))
+        state = grow(graphdef, params, state, key, int(stop - start), first_step=int(start),
+                     condition=condition)
+        stages.append(model.spectrogram(state, condition))
     return jnp.stack(stages)

@@ -22,12 +22,15 @@ import jax
 import ml_collections
 import numpy as np
 
-from tnca_jax import metrics, plots
+from tnca_jax import metrics, plots, timbre_train
 from tnca_jax import report as report_page
+from tnca_jax import timbre as timbre_lib
 from tnca_jax.audio import fit_full_scale
-from tnca_jax.checks import check_config
+from tnca_jax.checks import check_config, check_timbre_config
+from tnca_jax.conditioning import InstrumentSpec, NoteSpec, pitch_to_midi
 from tnca_jax.console import Console
 from tnca_jax.contract import measuring_contract
+from tnca_jax.corpus import midi_to_name
 from tnca_jax.generation import (
     GenerationResult,
     RenderSettings,
@@ -39,8 +42,10 @@ from tnca_jax.generation import (
 from tnca_jax.growth import write_growth
 from tnca_jax.inverse import Inverse, load_inverse
 from tnca_jax.model import TNCA
+from tnca_jax.note_set import Note, NoteSet, load_note_set
 from tnca_jax.representations import config_representation_name
 from tnca_jax.target import Target, load_target
+from tnca_jax.timbre import TimbreRun, load_timbre_run, note_spec, render_request
 from tnca_jax.train import plan_training, train
 from tnca_jax.workdir import (
     CEILING_WAV,
@@ -48,6 +53,8 @@ from tnca_jax.workdir import (
     GENERATED_WAV,
     GROWTH_PNG,
     METRICS_FILE,
+    MORPH_PNG,
+    NOTES_DIR,
     REPORT_FILE,
     TARGET_WAV,
     Workdir,
@@ -338,4 +345,259 @@ MODES: dict[str, Callable[[ml_collections.ConfigDict, str], dict]] = {
     "growth": growth_workdir,
     "ceiling": ceiling,
     "generate": generate_workdir,
+}
+
+
+# ------------------------------------------------------------------------ the timbre job
+def check_timbre_resumable(workdir: Workdir, config: ml_collections.ConfigDict,
+                           note_set: NoteSet) -> None:
+    """Refuse a workdir that holds a run this timbre config cannot continue."""
+    if not workdir.has_run():
+        return
+    previous = workdir.read_run()
+    if previous.timbre is None:
+        raise WorkdirError(f"{workdir} holds a single-note run; use a new --workdir for the "
+                           "timbre job")
+    field = previous.contract.first_difference(note_set.representation.contract)
+    changed = [f"contract ({field} differs)"] if field else []
+    if previous.n_frames != note_set.grid_frames:
+        changed.append(f"grid ({previous.n_frames} frames there, {note_set.grid_frames} here)")
+    if tuple(previous.timbre["instruments"]) != note_set.instruments:
+        changed.append(f"instruments ({', '.join(previous.timbre['instruments'])} there, "
+                       f"{', '.join(note_set.instruments)} here)")
+    stored, current = previous.config, json.loads(config.to_json())
+    changed += [f"{section}.{key} ({stored[section].get(key)!r} there, "
+                f"{current[section][key]!r} here)"
+                for section, key in [("model", k) for k in current["model"]]
+                + [("train", "pool_size")] if stored[section].get(key) != current[section][key]]
+    if changed:
+        raise WorkdirError(f"{workdir} holds a timbre run with another {', '.join(changed)}, "
+                           "which its checkpoints depend on; use the same values or a new "
+                           "--workdir")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "#-" else "_" for c in text).strip("_")
+
+
+def timbre_demos(config: ml_collections.ConfigDict, run: TimbreRun, inverse: Inverse,
+                 measured: list[Note]) -> dict:
+    """What a listener hears of a timbre run, written under notes/: one note of every
+    instrument at a pitch it was not trained on, a morph between the two instruments with
+    the most notes (and its centroid and harmonic-to-noise curve), a glide between them, and
+    regrowth of up to three measured notes after erasing the middle of their frames.
+    Returns metrics.json's "demos", "morph" and "regrowth" sections."""
+    generate = config.generate
+    seed, steps = config.seed, generate.steps
+    frames = run.frames(generate.seconds)
+    rate = run.contract.sample_rate
+    demos = []
+    for instrument in run.instruments:
+        unseen = [n["midi"] for n in run.notes if n["instrument"] == instrument and n["held_out"]]
+        midi = unseen[0] if unseen else pitch_to_midi(generate.pitch)
+        result = render_request(run, inverse, note_spec(run, instrument, midi, frames),
+                                steps=steps, seed=seed, num_stages=1)
+        name = f"{NOTES_DIR}/{instrument}_{midi_to_name(midi)}.wav"
+        run.workdir.write_wav(name, result.audio, rate)
+        unheard = " (a pitch it never trained on)" if unseen else ""
+        demos.append({"file": name, "kind": "note",
+                      "label": f"{instrument} {midi_to_name(midi)}, {generate.seconds:g} s"
+                               f"{unheard}"})
+    counts = {i: sum(n["instrument"] == i and not n["held_out"] for n in run.notes)
+              for i in run.instruments}
+    morph = None
+    if len(run.instruments) > 1:
+        start, end = sorted(run.instruments, key=lambda i: -counts[i])[:2]
+        midi = pitch_to_midi(generate.pitch)
+        curve = timbre_lib.morph_curve(run, inverse, start, end, midi, frames, steps=steps,
+                                       seed=seed)
+        for weight, audio in zip(curve["weights"], curve.pop("audio"), strict=True):
+            name = f"{NOTES_DIR}/morph_{start}_{end}_{weight:.2f}.wav"
+            run.workdir.write_wav(name, audio, rate)
+            demos.append({"file": name, "kind": "morph",
+                          "label": f"{1 - weight:.2f} {start} + {weight:.2f} {end}, "
+                                   f"{midi_to_name(midi)}"})
+        glide = render_request(run, inverse, note_spec(run, start, midi, frames, end),
+                               steps=steps, seed=seed, num_stages=1)
+        name = f"{NOTES_DIR}/glide_{start}_{end}.wav"
+        run.workdir.write_wav(name, glide.audio, rate)
+        demos.append({"file": name, "kind": "glide",
+                      "label": f"{start} gliding to {end}, {midi_to_name(midi)}"})
+        morph = curve
+    regrowth = []
+    erase = timbre_lib.Erase(generate.erase_fraction, generate.erase_at)
+    contract = measuring_contract(run.contract)
+    for note in measured[:3]:
+        kept, _, regrown = timbre_lib.regrow_notes(
+            run, [note.spec], erase_fraction=erase.fraction, erase_at=erase.at_step,
+            steps=steps, seed=seed)[0]
+        kept_audio, regrown_audio = timbre_lib.render_features(inverse, [kept, regrown])
+        undamaged = metrics.mel_l1_db(note.audio, kept_audio, contract)
+        healed = metrics.mel_l1_db(note.audio, regrown_audio, contract)
+        name = f"{NOTES_DIR}/regrown_{_slug(note.name)}.wav"
+        run.workdir.write_wav(name, regrown_audio, rate)
+        demos.append({"file": name, "kind": "regrown",
+                      "label": f"{note.name}: the middle {erase.fraction:.0%} of its frames "
+                               f"erased after {erase.at_step} steps, regrown for {steps}"})
+        regrowth.append({"note": note.name, "held_out": note.held_out,
+                         "erase_fraction": erase.fraction, "erase_at": erase.at_step,
+                         "steps_after": steps, "undamaged_mel_l1_db": undamaged,
+                         "regrown_mel_l1_db": healed, "ratio": healed / max(undamaged, 1e-9)})
+    return {"demos": demos, "morph": morph, "regrowth": regrowth}
+
+
+def timbre_render_and_report(config: ml_collections.ConfigDict, run: TimbreRun,
+                             note_set: NoteSet, inverse: Inverse, console: Console) -> dict:
+    """Measure every evaluated note (held-out first) against its recording, write the demos,
+    metrics.json and report.html of a timbre run, one console stage each; returns the
+    metrics written."""
+    generate = config.generate
+    with console.stage("measure") as stage:
+        measured = timbre_lib.evaluation_notes(note_set, config.eval.max_notes)
+        rows = timbre_lib.measure_notes(run, inverse, measured, steps=generate.steps,
+                                        seed=config.seed, f0=config.eval.f0)
+        summary = timbre_lib.summarise(rows)
+        stage.detail = (f"{len(rows)} notes against their recordings "
+                        f"({sum(r['held_out'] for r in rows)} held out)")
+    with console.stage("demos") as stage:
+        demos = timbre_demos(config, run, inverse, measured)
+        stage.detail = f"{len(demos['demos'])} WAVs in {run.workdir.file(NOTES_DIR)}"
+    report = {"job": "timbre", "contract": run.contract.name, "vocoder": inverse.name,
+              "instruments": list(run.instruments), "checkpoint_step": run.step,
+              "training_notes": sum(not n["held_out"] for n in run.notes),
+              "notes": rows, "summary": summary, **demos}
+    with console.stage("report") as stage:
+        run.workdir.write_metrics(report)
+        if demos["morph"]:
+            figure = io.BytesIO()
+            plots.morph_curve(figure, demos["morph"])
+            run.workdir.write_bytes(MORPH_PNG, figure.getvalue())
+        page = report_page.write_report(run.workdir)
+        stage.detail = f"{METRICS_FILE}, {REPORT_FILE}"
+    seen = [r for r in rows if not r["held_out"]]
+    losing = [r["name"] for r in seen if r["temporal_gain"] <= 1.0]
+    if losing:
+        console.warn(f"{len(losing)} of {len(seen)} seen notes are no better than their static "
+                     f"baseline: {', '.join(losing[:5])}{' ...' if len(losing) > 5 else ''}; "
+                     "train longer")
+    console.line(console.timing_summary())
+    parts = [f"{split} mel L1 {part['mel_l1_db']['mean']:.2f} dB (static "
+             f"{part['static_mel_l1_db']['mean']:.2f}; temporal gain "
+             f"{part['temporal_gain']['mean']:.1f}x, worst {part['temporal_gain']['worst']:.1f}x)"
+             for split, part in summary.items()]
+    console.line(f"done in {console.elapsed:.0f} s: {'; '.join(parts)}; open {page}")
+    return report
+
+
+def timbre_train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+                              *, progress: bool = True, console: Console | None = None) -> dict:
+    """The timbre job's `--mode=train`: load and label the notes, train one TNCA on them,
+    then measure, render the demos and report (see `timbre_render_and_report`)."""
+    console = console or Console(enabled=progress)
+    workdir = Workdir(workdir)
+    with contextlib.ExitStack() as held:
+        with console.stage("load") as stage:
+            check_timbre_config(config, device_count=jax.device_count())
+            inverse = load_inverse("mel", config.vocoder, config.vocoder_path,
+                                   contract=config.contract)
+            note_set = load_note_set(config.data, inverse.representation)
+            check_timbre_resumable(workdir, config, note_set)
+            workdir.refuse_if_in_use()
+            program = timbre_train.plan_training(config, note_set)
+            workdir.prepare()
+            held.enter_context(workdir.lock())
+            stage.detail = (f"{len(note_set.training)} training notes of "
+                            f"{', '.join(note_set.instruments)}, {len(note_set.held_out)} held "
+                            f"out; grid {note_set.representation.n_bins} x "
+                            f"{note_set.grid_frames}, ~{program.memory.peak / 1e9:.2g} GB a step")
+        with console.stage("train") as stage:
+            model = train(config, workdir, program=program, progress=progress)
+            log = workdir.read_log()
+            stage.detail = (f"{config.train.iterations} iterations, grid L1 "
+                            f"{log[-1]['grid_l1_db']:.2f} dB" if log else "")
+        run = TimbreRun(workdir=workdir, config=config, representation=note_set.representation,
+                        instruments=note_set.instruments,
+                        notes=tuple(n.to_dict() for n in note_set.notes),
+                        grid_frames=note_set.grid_frames, model=model,
+                        step=config.train.iterations)
+        return timbre_render_and_report(config, run, note_set, inverse, console)
+
+
+@contextlib.contextmanager
+def _trained_timbre(config: ml_collections.ConfigDict, workdir: str | os.PathLike
+                    ) -> Iterator[tuple[TimbreRun, Inverse]]:
+    check_timbre_config(config)
+    run = load_timbre_run(workdir)
+    inverse = load_inverse(run.representation, config.vocoder, config.vocoder_path)
+    with run.workdir.lock():
+        yield run, inverse
+
+
+def timbre_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+    """`--mode=evaluate` of the timbre job: measure, demos and report again, no training (the
+    notes are those of the run's own config)."""
+    with _trained_timbre(config, workdir) as (run, inverse):
+        note_set = load_note_set(run.config.data, run.representation)
+        report = timbre_render_and_report(config, run, note_set, inverse, Console())
+    return {"workdir": str(run.workdir), "report": str(run.workdir.file(REPORT_FILE)),
+            "checkpoint_step": run.step, "summary": report["summary"]}
+
+
+def _requested(config: ml_collections.ConfigDict, run: TimbreRun) -> NoteSpec:
+    generate = config.generate
+    return note_spec(run, generate.instrument, generate.pitch, run.frames(generate.seconds),
+                     generate.glide_to)
+
+
+def _describe_request(request: NoteSpec) -> str:
+    def name(spec: InstrumentSpec) -> str:
+        return spec if isinstance(spec, str) else "+".join(f"{k}{w:g}" for k, w in spec.items())
+
+    glide = f"_to_{name(request.glide_to)}" if request.glide_to is not None else ""
+    return _slug(f"{name(request.instrument)}{glide}_{midi_to_name(request.midi)}")
+
+
+def timbre_generate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+    """`--mode=generate` of the timbre job: the note of `config.generate` (instrument or blend,
+    glide_to, pitch, seconds), written as generated_<note>.wav with its request as JSON."""
+    with _trained_timbre(config, workdir) as (run, inverse):
+        request = _requested(config, run)
+        result = render_request(run, inverse, request, steps=config.generate.steps,
+                                seed=config.seed, num_stages=1)
+        stem = f"generated_{_describe_request(request)}"
+        wav = run.workdir.write_wav(f"{stem}.wav", result.audio, result.sample_rate)
+        note = {"instrument": request.instrument, "glide_to": request.glide_to,
+                "midi": request.midi, "loudness_db": request.loudness_db,
+                "frames": request.frames, "seconds": len(result.audio) / result.sample_rate,
+                "vocoder": inverse.name, "checkpoint_step": run.step}
+        path = run.workdir.write_json(f"{stem}.json", note)
+    return {"workdir": str(run.workdir), "wav": str(wav), "report": str(path), **note}
+
+
+def timbre_growth(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+    """`--mode=growth` of the timbre job: growth.wav and growth.gif of the note of
+    `config.generate` (a blend or glide too)."""
+    with _trained_timbre(config, workdir) as (run, inverse):
+        result = render_request(run, inverse, _requested(config, run),
+                                steps=config.generate.steps, seed=config.seed,
+                                num_stages=config.generate.num_stages, return_stages=True)
+        wav, gif = write_growth(run.workdir, result)
+    return {"workdir": str(run.workdir), "growth_wav": str(wav), "growth_gif": str(gif),
+            "stage_steps": result.stage_steps}
+
+
+def timbre_train_summary(config: ml_collections.ConfigDict, workdir: str | os.PathLike
+                         ) -> dict:
+    """The timbre job's `--mode=train` as the command line reports it."""
+    report = timbre_train_and_evaluate(config, workdir)
+    return {"job": "timbre", "workdir": str(workdir),
+            "report": str(Workdir(workdir).file(REPORT_FILE)), "summary": report["summary"],
+            "regrowth": report["regrowth"]}
+
+
+TIMBRE_MODES: dict[str, Callable[[ml_collections.ConfigDict, str], dict]] = {
+    "train": timbre_train_summary,
+    "evaluate": timbre_evaluate,
+    "growth": timbre_growth,
+    "generate": timbre_generate,
 }

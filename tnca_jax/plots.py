@@ -155,3 +155,17 @@ def log_mel_panels(path: str | os.PathLike, target_audio: np.ndarray,
     fig.colorbar(image, ax=axes[0, -1], label="dB")
     fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
+
+
+def morph_curve(path: str | os.PathLike | BinaryIO, curve: dict) -> None:
+    """A blend's spectral centroid (Hz) and harmonic-to-noise ratio (dB) against the weight of
+    its second instrument (`tnca_jax.timbre.morph_curve`)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.0), constrained_layout=True)
+    for axis, key, label in ((axes[0], "centroid_hz", "spectral centroid (Hz)"),
+                             (axes[1], "hnr_db", "harmonic-to-noise ratio (dB)")):
+        axis.plot(curve["weights"], curve[key], marker="o")
+        axis.set(title=label, xlabel=f"weight of {curve['end']} (0 = {curve['start']})")
+        axis.grid(alpha=0.3)
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)

@@ -4,9 +4,11 @@
 players (target, generated, ceiling; growth.wav where `--mode=growth` ran), the comparison
 figure, the growth strip (and growth.gif), the training curve, the metrics table (generated,
 ceiling and static baseline beside each other, with each metric's ideal and meaning) and the
-best-of-N record. Audio and images are embedded as base64 data URIs and the page runs no
-script, so the single file opens anywhere, offline. `show(workdir)` displays it in a notebook.
-Every number on the page is read from metrics.json.
+best-of-N record; for a many-note (timbre) run, the notes measured (seen and held out) and
+players for generated, morphed, gliding and regrown notes. Audio and images are embedded as
+base64 data URIs and the page runs no script, so the single file opens anywhere, offline.
+`show(workdir)` displays it in a notebook. Every number on the page is read from
+metrics.json.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tnca_jax.workdir import (
     GROWTH_GIF,
     GROWTH_PNG,
     GROWTH_WAV,
+    MORPH_PNG,
     REPORT_FILE,
     TARGET_WAV,
     TRAIN_LOG,
@@ -131,10 +134,117 @@ def _best_of(report: dict) -> str:
             f"Settings: {knobs}.</p>")
 
 
+def _page(title: str, body: str) -> str:
+    return ('<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<link rel="icon" href="data:,">'
+            f"<title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def _training(records: list[dict]) -> str:
+    if not records:
+        return f'<p class="muted">No {TRAIN_LOG} in this workdir.</p>'
+    buffer = io.BytesIO()
+    plots.training_curve(buffer, records)
+    return _image(buffer.getvalue(), "image/png", "training curve")
+
+
+TIMBRE_COLUMNS = (("mel_l1_db", "mel L1 (dB)"), ("static_mel_l1_db", "static (dB)"),
+                  ("temporal_gain", "temporal gain"), ("mrstft", "MR-STFT"),
+                  ("rms_ratio", "RMS ratio"), ("f0_error_cents", "f0 error (cents)"))
+
+
+def _notes_table(rows: list[dict]) -> str:
+    head = "".join(f"<th>{label}</th>" for _, label in TIMBRE_COLUMNS)
+    body = []
+    for row in sorted(rows, key=lambda r: (not r["held_out"], r["instrument"], r["midi"])):
+        cells = "".join(f'<td class="num" data-metric="{key}" data-value="{row.get(key)!r}">'
+                        f"{format_value(row.get(key))}</td>" for key, _ in TIMBRE_COLUMNS)
+        body.append(f'<tr data-note="{html.escape(row["name"])}"><td>{html.escape(row["name"])}'
+                    f"</td><td>{html.escape(row['instrument'])}</td>"
+                    f'<td class="num">{row["midi"]:.1f}</td>'
+                    f"<td>{'held out' if row['held_out'] else 'seen'}</td>{cells}</tr>")
+    return (f"<table><thead><tr><th>note</th><th>instrument</th><th>MIDI</th><th>split</th>"
+            f"{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def _summary_line(summary: dict) -> str:
+    parts = []
+    for split, part in summary.items():
+        parts.append(f"<b>{split.replace('_', '-')}</b> ({part['notes']} notes): mel L1 "
+                     f"{format_value(part['mel_l1_db']['mean'])} dB against the static "
+                     f"baseline's {format_value(part['static_mel_l1_db']['mean'])} dB, temporal "
+                     f"gain {format_value(part['temporal_gain']['mean'])}x (worst "
+                     f"{format_value(part['temporal_gain']['worst'])}x), "
+                     f"{part['beat_static']} of {part['notes']} better than static")
+    return "<p>" + "; ".join(parts) + ".</p>"
+
+
+def _demo_players(workdir: Workdir, demos: list[dict], kinds: tuple[str, ...]) -> str:
+    cells = []
+    for demo in demos:
+        if demo["kind"] not in kinds or not workdir.file(demo["file"]).exists():
+            continue
+        data = workdir.file(demo["file"]).read_bytes()
+        cells.append(f'<div class="player"><p>{html.escape(demo["label"])}</p>'
+                     f'<audio controls preload="none" data-name="{html.escape(demo["file"])}" '
+                     f'src="{_data_uri(data, "audio/wav")}"></audio></div>')
+    return f'<div class="players">{"".join(cells)}</div>'
+
+
+def render_timbre_page(workdir: Workdir, report: dict) -> str:
+    """The report of a many-note (timbre) run: notes measured against their recordings (seen
+    and held out), and players for generated, morphed, gliding and regrown notes."""
+    records = workdir.read_log()
+    sections = [
+        f"<h1>tnca_jax timbre report: {html.escape(workdir.path.name)}</h1>",
+        f'<p class="muted">One TNCA for {len(report["instruments"])} instruments '
+        f"({html.escape(', '.join(report['instruments']))}), trained on "
+        f"{report['training_notes']} notes ({report['checkpoint_step']} iterations); contract "
+        f"<code>{report['contract']}</code>, vocoder <code>{report['vocoder']}</code>. Each "
+        "note below is grown from its instrument, pitch, loudness and length alone and "
+        "measured against its recording, beside the static baseline (the recording's own mean "
+        "spectrum held still).</p>",
+        _summary_line(report["summary"]),
+        "<h2>Notes</h2>", _notes_table(report["notes"]),
+        "<h2>Listen: new notes</h2>",
+        _demo_players(workdir, report["demos"], ("note",)),
+    ]
+    if report.get("morph"):
+        morph = report["morph"]
+        sections += [
+            f"<h2>Morph: {html.escape(morph['start'])} to {html.escape(morph['end'])}</h2>",
+            _demo_players(workdir, report["demos"], ("morph", "glide")),
+        ]
+        if workdir.file(MORPH_PNG).exists():
+            sections.append(_image(workdir.file(MORPH_PNG).read_bytes(), "image/png",
+                                   "morph curve"))
+    if report.get("regrowth"):
+        rows = "".join(f"<tr><td>{html.escape(r['note'])}</td>"
+                       f'<td class="num">{format_value(r["undamaged_mel_l1_db"])}</td>'
+                       f'<td class="num">{format_value(r["regrown_mel_l1_db"])}</td>'
+                       f'<td class="num" data-metric="regrowth_ratio">'
+                       f"{format_value(r['ratio'])}</td></tr>" for r in report["regrowth"])
+        first = report["regrowth"][0]
+        sections += [
+            "<h2>Regrowth</h2>",
+            f'<p class="muted">The middle {first["erase_fraction"]:.0%} of each note\'s frames '
+            f"erased after {first['erase_at']} growth steps, then {first['steps_after']} more "
+            "steps; mel L1 against the recording, undamaged and regrown.</p>",
+            "<table><thead><tr><th>note</th><th>undamaged (dB)</th><th>regrown (dB)</th>"
+            f"<th>ratio</th></tr></thead><tbody>{rows}</tbody></table>",
+            _demo_players(workdir, report["demos"], ("regrown",)),
+        ]
+    sections += ["<h2>Training</h2>", _training(records)]
+    return _page(f"tnca_jax timbre report: {workdir.path.name}", "\n".join(sections))
+
+
 def render_page(workdir: str | os.PathLike) -> str:
     """The report page of a workdir as one HTML string (see the module docstring)."""
     workdir = Workdir(workdir)
     report = workdir.read_metrics()
+    if report.get("job") == "timbre":
+        return render_timbre_page(workdir, report)
     audio_path = workdir.read_run().config.get("audio_path", "?") if workdir.has_run() else "?"
     records = workdir.read_log()
     generated, ceiling = report["generated"], report["ceiling"]
@@ -171,13 +281,7 @@ def render_page(workdir: str | os.PathLike) -> str:
     else:
         sections.append('<p class="muted">Run <code>--mode=growth</code> to hear and watch '
                         "the note grow.</p>")
-    sections.append("<h2>Training</h2>")
-    if records:
-        buffer = io.BytesIO()
-        plots.training_curve(buffer, records)
-        sections.append(_image(buffer.getvalue(), "image/png", "training curve"))
-    else:
-        sections.append(f'<p class="muted">No {TRAIN_LOG} in this workdir.</p>')
+    sections += ["<h2>Training</h2>", _training(records)]
     sections += [
         "<h2>Metrics</h2>",
         '<p class="muted">Each metric of the generated note against the recording, beside the '
@@ -185,11 +289,7 @@ def render_page(workdir: str | os.PathLike) -> str:
         _metrics_table(report),
         "<h2>Refinement</h2>", _best_of(report),
     ]
-    body = "\n".join(sections)
-    return ('<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-            '<link rel="icon" href="data:,">'
-            f"<title>tnca_jax report: {html.escape(workdir.path.name)}</title>"
-            f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
+    return _page(f"tnca_jax report: {workdir.path.name}", "\n".join(sections))
 
 
 def write_report(workdir: str | os.PathLike) -> Path:

@@ -35,7 +35,7 @@ import dataclasses
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -311,38 +311,66 @@ class MemoryEstimate:
 
 @dataclasses.dataclass(frozen=True)
 class TrainProgram:
-    """The train step of a config and target (`make_train_step`, already compiled for its
-    state and pool), the mesh it runs on and XLA's estimate of the memory it needs."""
+    """What `train` runs: the compiled train step (for the state and pool `init` makes), the
+    mesh it runs on, XLA's estimate of the memory it needs, and the run it trains.
+
+    Attributes:
+      mesh: the devices batch and pool are split over.
+      step: (train_state, pool) -> (train_state, pool, metrics), compiled (its buffers
+        donated); metrics hold loss, grid_l1 (normalised), living_fraction and finite.
+      memory: XLA's memory analysis of `step`.
+      init: () -> (graphdef, fresh train state, fresh pool), placed on `mesh`.
+      describe: writes run.json for the checkpoints this program's training writes.
+      span_db: dB per unit of the normalised grid (for the log's grid_l1_db).
+    """
 
     mesh: Mesh
     step: Any
     memory: MemoryEstimate
+    init: Callable[[], tuple[nnx.GraphDef, nnx.State, Any]]
+    describe: Callable[[Workdir], None]
+    span_db: float
 
 
-def plan_training(config: ml_collections.ConfigDict, target: Target) -> TrainProgram:
-    """Compile the train step of `config` on `target` and check it fits in memory.
-
-    Raises ConfigError when XLA's estimate of the step exceeds
-    `config.train.memory_budget_gb` (None: no check). Writes nothing.
-    """
-    train_config = config.train
-    mesh = data_mesh(train_config)
-    normalized = target.normalized
-    graphdef, train_state, pool = create_train_state(
-        config, *normalized.shape[1:], n_values=target.representation.n_values, mesh=mesh)
+def compile_program(config: ml_collections.ConfigDict, mesh: Mesh,
+                    init: Callable[[], tuple[nnx.GraphDef, nnx.State, Any]],
+                    make_step: Callable[[nnx.GraphDef], Any],
+                    describe: Callable[[Workdir], None], span_db: float) -> TrainProgram:
+    """Compile `make_step(graphdef)` for the state and pool `init` makes and check it fits in
+    memory: ConfigError when XLA's estimate exceeds `config.train.memory_budget_gb` (None: no
+    check). Writes nothing."""
+    graphdef, train_state, pool = init()
     placed = _abstract((train_state, pool))
     del train_state, pool
-    tnca_target = TncaTarget.create(normalized, target.representation, target.audio)
-    step = make_train_step(graphdef, config, tnca_target, mesh=mesh)
-    memory = MemoryEstimate.of(step.lower(*placed).compile())
-    budget = train_config.get("memory_budget_gb", None)
+    compiled = make_step(graphdef).lower(*placed).compile()
+    memory = MemoryEstimate.of(compiled)
+    budget = config.train.get("memory_budget_gb", None)
     if budget is not None and memory.peak > budget * GB:
         raise ConfigError(
             f"the train step needs ~{memory.peak / GB:.1f} GB per device, above "
             f"--config.train.memory_budget_gb={budget:g}; lower --config.train.batch_size, "
             "--config.train.max_steps, --config.train.pool_size or --config.max_seconds, or "
             "raise memory_budget_gb if the accelerator has more memory")
-    return TrainProgram(mesh=mesh, step=step, memory=memory)
+    return TrainProgram(mesh=mesh, step=compiled, memory=memory, init=init, describe=describe,
+                        span_db=span_db)
+
+
+def plan_training(config: ml_collections.ConfigDict, target: Target) -> TrainProgram:
+    """The train program of `config` on one recording, `target` (see `compile_program`)."""
+    mesh = data_mesh(config.train)
+    normalized = target.normalized
+
+    def init() -> tuple[nnx.GraphDef, nnx.State, jax.Array]:
+        return create_train_state(config, *normalized.shape[1:],
+                                  band_level=normalized.mean(axis=-1),
+                                  n_values=target.representation.n_values, mesh=mesh)
+
+    tnca_target = TncaTarget.create(normalized, target.representation, target.audio)
+    return compile_program(
+        config, mesh, init,
+        lambda graphdef: make_train_step(graphdef, config, tnca_target, mesh=mesh),
+        lambda workdir: workdir.write_run(config, target.contract, target.n_frames),
+        target.representation.unit_span_db)
 
 
 # ------------------------------------------------------------------------ the loop
@@ -356,9 +384,10 @@ def _first_rejected(pending: list[tuple[int, jax.Array]]) -> int | None:
 
 
 def train(config: ml_collections.ConfigDict, workdir: Workdir | str | os.PathLike,
-          target: Target, *, progress: bool = True, stop_at: int | None = None,
+          target: Target | None = None, *, progress: bool = True, stop_at: int | None = None,
           program: TrainProgram | None = None) -> TNCA:
-    """Train (or resume training) a TNCA on `target`; returns the trained model.
+    """Train (or resume training) a TNCA on `target`, or what `program` trains; returns the
+    trained model.
 
     Checkpoints go to `workdir/checkpoints`; a run restarted with the same workdir resumes
     from the newest intact one (a damaged one is moved to `workdir/damaged_checkpoints`), also
@@ -367,16 +396,15 @@ def train(config: ml_collections.ConfigDict, workdir: Workdir | str | os.PathLik
     checkpoints hold. A rejected (non-finite) step is retried from the last good state at a
     lower learning rate (see the module docstring). `stop_at` ends this call after that step
     (checkpointed), e.g. to fit a time-sliced session; the learning-rate schedule always spans
-    `config.train.iterations`. `program`: the compiled step from `plan_training` (default:
-    planned here).
+    `config.train.iterations`. `program`: a compiled program (`plan_training`, or the
+    many-note `tnca_jax.timbre_train.plan_training`; default: planned here for `target`).
     """
     workdir = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
     program = plan_training(config, target) if program is None else program
     train_config = config.train
-    normalized = target.normalized
     checkpoints = workdir.checkpoints(keep=train_config.keep_checkpoints,
                                       every=train_config.checkpoint_every)
-    span_db = target.representation.unit_span_db
+    span_db = program.span_db
     iterations = train_config.iterations
     last = iterations if stop_at is None else min(stop_at, iterations)
     bar = None  # the progress bar, once the first step to train is known
@@ -384,9 +412,7 @@ def train(config: ml_collections.ConfigDict, workdir: Workdir | str | os.PathLik
     retry: dict | None = None  # the training log's record of a retry, once one is made
     try:
         while True:
-            graphdef, train_state, pool = create_train_state(
-                config, *normalized.shape[1:], band_level=normalized.mean(axis=-1),
-                n_values=target.representation.n_values, mesh=program.mesh)
+            graphdef, train_state, pool = program.init()
             restored = restore_newest(checkpoints, train_state, pool,
                                       set_aside=workdir.set_aside_damaged())
             start = 0
@@ -396,7 +422,7 @@ def train(config: ml_collections.ConfigDict, workdir: Workdir | str | os.PathLik
                     print(f"Resuming from checkpoint at step {start} in "
                           f"{checkpoints.directory}", file=sys.stderr)
                 if not workdir.has_run():  # cut off between its checkpoint and run.json
-                    workdir.write_run(config, target.contract, target.n_frames)
+                    program.describe(workdir)
             if retry is not None:
                 train_state = with_learning_rate_scale(train_state, retry["learning_rate_scale"])
                 retry["step"] = start
@@ -446,7 +472,7 @@ def train(config: ml_collections.ConfigDict, workdir: Workdir | str | os.PathLik
                         if not described:  # run.json follows its first checkpoint
                             with workdir.writing(checkpoints):
                                 checkpoints.wait()
-                            workdir.write_run(config, target.contract, target.n_frames)
+                            program.describe(workdir)
                             described = True
                     bar.update(1)
                 with workdir.writing(checkpoints):

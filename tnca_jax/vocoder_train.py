@@ -50,6 +50,7 @@ from tnca_jax.neural_vocoder import (
     Architecture,
     MusicVocoder,
     NeuralVocoder,
+    load_weights,
     overlap_add,
     save_weights,
 )
@@ -291,9 +292,21 @@ def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTra
 
 def init_train_state(config: ml_collections.ConfigDict
                      ) -> tuple[nnx.GraphDef, nnx.State]:
-    """Fresh (graphdef, model + optimizer state)."""
-    model = MusicVocoder(get_contract(config.contract), architecture(config.model),
-                         rngs=nnx.Rngs(config.seed))
+    """Fresh (graphdef, model + optimizer state). With `config.train.init_weights` (a weights
+    file, e.g. the shipped one) the network starts from those weights (fine-tuning, e.g. on
+    your own instrument); their contract and architecture must be the config's."""
+    contract, arch = get_contract(config.contract), architecture(config.model)
+    model = MusicVocoder(contract, arch, rngs=nnx.Rngs(config.seed))
+    init_weights = config.train.get("init_weights")
+    if init_weights:
+        start = load_weights(init_weights)
+        if start.architecture != arch or start.contract.first_difference(contract):
+            raise ConfigError(
+                f"--config.train.init_weights={init_weights} holds a vocoder with architecture "
+                f"{start.architecture.to_dict()} under contract {start.contract.name!r}; this "
+                f"config trains {arch.to_dict()} under {contract.name!r}: set --config.model.* "
+                "and --config.contract to match, or drop init_weights")
+        nnx.update(model, nnx.state(start, nnx.Param))
     optimizer = nnx.Optimizer(model, make_optimizer(config.train), wrt=nnx.Param)
     return nnx.split((model, optimizer))
 

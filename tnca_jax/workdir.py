@@ -46,6 +46,8 @@ TARGET_WAV, GENERATED_WAV, CEILING_WAV = "target.wav", "generated.wav", "ceiling
 COMPARISON_PNG, GROWTH_PNG = "comparison.png", "growth.png"
 GROWTH_WAV, GROWTH_GIF = "growth.wav", "growth.gif"
 REPORT_FILE = "report.html"
+NOTES_DIR = "notes"  # a timbre run's rendered notes, morphs, glide and regrowth (WAV)
+MORPH_PNG = "morph.png"
 
 
 class WorkdirWriteError(UserError, OSError):
@@ -70,11 +72,13 @@ class WorkdirInUseError(WorkdirError):
 
 @dataclasses.dataclass(frozen=True)
 class RunRecord:
-    """What run.json says: the config a run was trained with, its contract and grid length."""
+    """What run.json says: the config a run was trained with, its contract and grid length;
+    for a many-note run (`tnca_jax.timbre_train`) also its instruments and notes."""
 
     config: ml_collections.ConfigDict
     contract: SpectralContract
     n_frames: int
+    timbre: dict | None = None  # {"instruments": [...], "notes": [Note.to_dict(), ...]}
 
 
 class _OrbaxErrorLogs(logging.Filter):
@@ -298,9 +302,12 @@ class Workdir:
         return self.file(RUN_FILE).exists()
 
     def write_run(self, config: ml_collections.ConfigDict, contract: SpectralContract,
-                  n_frames: int) -> None:
-        self.write_json(RUN_FILE, {"config": json.loads(config.to_json()),
-                                   "contract": contract.to_dict(), "n_frames": n_frames})
+                  n_frames: int, timbre: dict | None = None) -> None:
+        run = {"config": json.loads(config.to_json()), "contract": contract.to_dict(),
+               "n_frames": n_frames}
+        if timbre is not None:
+            run["timbre"] = timbre
+        self.write_json(RUN_FILE, run)
 
     def read_run(self) -> RunRecord:
         path = self.file(RUN_FILE)
@@ -314,7 +321,7 @@ class Workdir:
                                "again in a new --workdir")
         return RunRecord(config=ml_collections.ConfigDict(run["config"]),
                          contract=SpectralContract.from_dict(run["contract"]),
-                         n_frames=run["n_frames"])
+                         n_frames=run["n_frames"], timbre=run.get("timbre"))
 
     # ---------------------------------------------------------------- metrics.json
     def has_metrics(self) -> bool:

@@ -1,0 +1,96 @@
+"""One TNCA for many notes of many instruments (the timbre job, tnca_jax.timbre_train).
+
+Full run (sized for a GPU/TPU): every pitched note of the shipped corpus (data/: Iowa violin,
+VSCO-2 flute and trumpet, FluidR3 cello and clarinet), pitch classes A, C#/Db and F held out:
+  python main.py --config=configs/instruments.py --workdir=runs/instruments
+CPU run (2 cores, ~15 minutes): Iowa violin and VSCO-2 flute notes, shorter and smaller:
+  python main.py --config=configs/instruments.py:quick --workdir=runs/instruments_quick
+Then any note, also at pitches and lengths it never heard, morphs and glides:
+  python main.py --config=configs/instruments.py:quick --workdir=runs/instruments_quick \\
+      --mode=generate --config.generate.instrument=violin --config.generate.pitch=Bb4 \\
+      --config.generate.seconds=2.5
+  tnca_jax.generate("runs/instruments_quick", instrument={"violin": 0.7, "flute": 0.3},
+                    pitch="G4", seconds=2.0)
+Your own notes: folders or globs, named by pitch (cello_Bb3.wav; else pYIN labels them):
+  --config.data.paths='("/path/to/notes",)'
+"""
+
+from pathlib import Path
+
+import ml_collections
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+VARIANTS = ("quick",)
+# One source per instrument, so that each label is one recorded instrument.
+FULL_SOURCES = ("iowa_mis/violin", "vsco2/flute", "vsco2/trumpet", "fluidr3_gm/cello_*",
+                "fluidr3_gm/clarinet_*")
+QUICK_SOURCES = ("iowa_mis/violin", "vsco2/flute")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """`arg`: "quick" for the CPU size; None for the full run (GPU/TPU)."""
+    variants = [v for v in (arg or "").split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown config variant {unknown[0]!r}; choose from "
+                         f"{', '.join(VARIANTS)}")
+    quick = "quick" in variants
+    config = ml_collections.ConfigDict()
+    config.job = "timbre"
+    config.representation = "mel"
+    config.contract = "griffinlim_22khz_128band"
+    config.vocoder = "griffinlim"
+    config.vocoder_path = ml_collections.config_dict.placeholder(str)
+    config.seed = 0
+
+    config.data = ml_collections.ConfigDict()
+    config.data.paths = tuple(str(DATA / s) for s in (QUICK_SOURCES if quick else FULL_SOURCES))
+    config.data.exclude = ("*phrase*",)  # no single pitch
+    config.data.held_out = "pitch"  # the project-wide rule, or a tuple of globs
+    config.data.trim_db = 60.0
+    config.data.max_seconds = 2.5 if quick else 4.0
+
+    config.model = ml_collections.ConfigDict()
+    config.model.channels = 16
+    config.model.hidden = 64 if quick else 128
+    config.model.fire_rate = 0.5
+    config.model.seed_spacing = 8
+
+    config.train = ml_collections.ConfigDict()
+    config.train.iterations = 1500 if quick else 8000
+    config.train.batch_size = 4 if quick else 8
+    config.train.pool_size = 256
+    config.train.min_steps = 16 if quick else 24
+    config.train.max_steps = 24 if quick else 40
+    config.train.learning_rate = 2e-3
+    config.train.final_lr_fraction = 0.1
+    config.train.warmup_steps = 0
+    config.train.growth_weight = 0.1
+    config.train.overflow_weight = 1.0
+    config.train.multiscale_weight = 0.0
+    config.train.temporal_weight = 0.0
+    # Damage (Growing NCA): the best `damage` samples of each batch lose a block of
+    # damage_frames (fraction of their note) before growing, so the model learns to regrow.
+    config.train.damage = 1
+    config.train.damage_frames = (0.1, 0.3)
+    config.train.memory_budget_gb = 8.0
+    config.train.log_every = 50
+    config.train.checkpoint_every = 500
+    config.train.keep_checkpoints = 2
+
+    config.generate = ml_collections.ConfigDict()
+    config.generate.steps = 64
+    config.generate.num_stages = 8
+    # --mode=generate: the note to grow (instrument: a name, or "violin:0.7,flute:0.3").
+    config.generate.instrument = "violin"
+    config.generate.glide_to = ml_collections.config_dict.placeholder(str)
+    config.generate.pitch = "A4"
+    config.generate.seconds = 2.0
+    # Regrowth demo: erase this fraction of the frames after `erase_at` growth steps.
+    config.generate.erase_fraction = 0.25
+    config.generate.erase_at = 32
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.f0 = True  # pYIN f0 error of every measured note
+    config.eval.max_notes = 0 if not quick else 24  # notes measured (0: all), held-out first
+    return config
