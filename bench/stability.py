@@ -10,6 +10,8 @@ per row goes to `--out` as it finishes (a cut-off bench keeps its rows).
 
   python -m bench.stability --notes sulD.D4,sulD.Eb4 --configs quick,stft quick,mag_if \\
       --variants shipped warmup50 --out bench/results/stability_quick.jsonl
+  python -m bench.stability --notes all --configs quick,stft quick,mag_if --iterations 40 \\
+      --out bench/results/stability_quick_all.jsonl   # every Iowa violin note
 
 `--iterations` shortens every row (recorded in the row); the learning-rate schedule then spans
 the shortened run.
@@ -28,7 +30,7 @@ from tnca_jax.target import load_target
 from tnca_jax.train import NonFiniteError, train
 from tnca_jax.workdir import Workdir
 
-IOWA_VIOLIN = Path(__file__).resolve().parent.parent.parent / "shared/data/iowa_mis/violin"
+IOWA_VIOLIN = Path(__file__).resolve().parent.parent / "data" / "iowa_mis" / "violin"
 # Stabilisers: config overrides (dotted keys) tried against divergence.
 VARIANTS: dict[str, dict] = {
     "shipped": {},
@@ -38,12 +40,19 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def note_path(name: str, directory: Path) -> Path:
-    """An Iowa violin note by a unique part of its file name (e.g. `sulD.D4`)."""
-    found = sorted(directory.glob(f"*{name}*.wav"))
-    if len(found) != 1:
-        raise SystemExit(f"{name!r} matches {len(found)} files in {directory}")
-    return found[0]
+def note_paths(names: str, directory: Path, every: int = 1) -> list[Path]:
+    """Iowa violin notes by unique parts of their file names (e.g. `sulD.D4,sulE.B5`), or
+    "all" of them, every `every`-th (sorted by name)."""
+    recordings = sorted(p for p in directory.iterdir() if p.suffix in (".flac", ".wav"))
+    if names == "all":
+        return recordings[::every]
+    paths = []
+    for name in names.split(","):
+        found = [p for p in recordings if name in p.name]
+        if len(found) != 1:
+            raise SystemExit(f"{name!r} matches {len(found)} files in {directory}")
+        paths.append(found[0])
+    return paths
 
 
 def configure(config_arg: str, variant: str, audio_path: Path, iterations: int | None):
@@ -86,14 +95,15 @@ def run_row(note: Path, config_arg: str, variant: str, iterations: int | None) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--notes", default="sulD.D4",
-                        help="comma-separated unique parts of Iowa violin file names")
+                        help="comma-separated unique parts of Iowa violin file names, or all")
+    parser.add_argument("--every", type=int, default=1, help="with --notes=all: every N-th")
     parser.add_argument("--data", type=Path, default=IOWA_VIOLIN)
     parser.add_argument("--configs", nargs="+", default=["quick,stft", "quick,mag_if"])
     parser.add_argument("--variants", nargs="+", default=["shipped"], choices=list(VARIANTS))
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    notes = [note_path(name, args.data) for name in args.notes.split(",")]
+    notes = note_paths(args.notes, args.data, args.every)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for note in notes:
         for config_arg in args.configs:

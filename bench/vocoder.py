@@ -12,6 +12,16 @@ the real-time factor (audio seconds per wall second, median of repeats after a w
 to vocode a 4 s note on the present device. Prints JSON lines, also written to `--out`; the
 last line ("kind": "comparison") puts both vocoders' mean ceiling and speed side by side.
 `--max-notes` measures the first N held-out notes only (sorted by path; the line says so).
+
+`--oracles` adds what no log-mel vocoder can beat on these notes, from the recording's own
+STFT under the contract (one "oracle" line per case, mean mrstft over the notes):
+- `true_magnitude_griffinlim`: the exact STFT magnitude, phase by 64 Griffin-Lim iterations
+  (the magnitude a mel does not hold);
+- `mel_magnitude_true_phase`: the mel's least-squares magnitude with the recording's own phase;
+- `true_partials_random_noise_phase`: every partial exact (magnitude and phase of the bins
+  within 2 of a spectral peak 6 dB above its 15-bin neighbourhood), the other bins with their
+  exact magnitude but a random phase: a vocoder that renders every partial perfectly but
+  cannot know the recording's own noise (bow, breath, room) sample for sample.
 """
 
 from __future__ import annotations
@@ -22,15 +32,54 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from scipy.ndimage import maximum_filter1d, uniform_filter1d
 
 from configs.vocoder import get_config
-from tnca_jax import vocoder_train
+from tnca_jax import dsp, metrics, vocoder_train
 from tnca_jax.dsp import log_mel
 from tnca_jax.inverse import GriffinLim
 from tnca_jax.neural_vocoder import WEIGHTS_PATH, NeuralVocoder
 
 SPEED_SECONDS = 4.0
+PEAK_DB, PEAK_NEIGHBOURHOOD, PEAK_HALF_WIDTH = 6.0, 15, 2
+
+
+def partial_bins(magnitude: np.ndarray) -> np.ndarray:
+    """[bins, frames] True within PEAK_HALF_WIDTH bins of a local spectral peak that stands
+    PEAK_DB above the mean magnitude of its PEAK_NEIGHBOURHOOD bins (the note's partials)."""
+    level = 20 * np.log10(magnitude + 1e-9)
+    around = 20 * np.log10(uniform_filter1d(magnitude, PEAK_NEIGHBOURHOOD, axis=0) + 1e-9)
+    peaks = (level == maximum_filter1d(level, 5, axis=0)) & (level > around + PEAK_DB)
+    return maximum_filter1d(peaks.astype(np.uint8), 2 * PEAK_HALF_WIDTH + 1, axis=0) > 0
+
+
+def oracles(notes: list[tuple[str, np.ndarray]], contract) -> dict[str, float]:
+    """Mean mrstft over `notes` of each oracle in the module docstring."""
+    key = jax.random.key(0)
+    scores: dict[str, list[float]] = {}
+    for _, audio in notes:
+        spec = np.asarray(dsp.stft(jnp.asarray(audio), contract))
+        magnitude = np.abs(spec)
+        phasor = spec / np.maximum(magnitude, 1e-12)
+        mel = contract.from_log(dsp.mel_from_magnitude(dsp.magnitude(jnp.asarray(spec)),
+                                                       contract))
+        noise_phase = np.exp(2j * np.pi * np.random.default_rng(0).random(magnitude.shape))
+        rendered = {
+            "true_magnitude_griffinlim": dsp.fast_griffin_lim(jnp.asarray(magnitude), contract,
+                                                              key),
+            "mel_magnitude_true_phase": dsp.istft(
+                dsp.mel_to_magnitude(mel, contract) * jnp.asarray(phasor), contract,
+                len(audio)),
+            "true_partials_random_noise_phase": dsp.istft(
+                jnp.asarray(np.where(partial_bins(magnitude), spec, magnitude * noise_phase)),
+                contract, len(audio)),
+        }
+        for name, signal in rendered.items():
+            scores.setdefault(name, []).append(
+                metrics.mrstft(audio, np.asarray(signal), contract.sample_rate))
+    return {name: float(np.mean(values)) for name, values in scores.items()}
 
 
 def real_time_factor(vocoder, log_mel_in: jax.Array, repeats: int) -> float:
@@ -64,6 +113,8 @@ def main() -> None:
     parser.add_argument("--max-notes", type=int, default=None,
                         help="measure only the first N held-out notes")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--oracles", action="store_true",
+                        help="add the oracle lines (what no log-mel vocoder can beat)")
     args = parser.parse_args()
 
     config = get_config()
@@ -81,6 +132,9 @@ def main() -> None:
         lines += [{"kind": "note", "vocoder": name, **row} for row in result["per_note"]]
         lines.append({"kind": "summary", "vocoder": name, "notes": len(notes),
                       "held_out_notes": total_notes, **result["summary"]})
+    if args.oracles:
+        lines += [{"kind": "oracle", "oracle": name, "notes": len(notes), "mrstft": value}
+                  for name, value in oracles(notes, contract).items()]
     # A 4 s note: the longest held-out recording's log-mel, cut or repeated to 4 s.
     longest = max((audio for _, audio in notes), key=len)
     frames = contract.num_frames(round(SPEED_SECONDS * contract.sample_rate))

@@ -3,7 +3,7 @@
 Full run (sized for a GPU/TPU): every pitched note of the shipped corpus (data/: Iowa violin,
 VSCO-2 flute and trumpet, FluidR3 cello and clarinet), pitch classes A, C#/Db and F held out:
   python main.py --config=configs/instruments.py --workdir=runs/instruments
-CPU run (2 cores, ~15 minutes): Iowa violin and VSCO-2 flute notes, shorter and smaller:
+CPU run (2 cores, ~15 minutes): Iowa violin and VSCO-2 flute notes of one octave, shorter:
   python main.py --config=configs/instruments.py:quick --workdir=runs/instruments_quick
 Then any note, also at pitches and lengths it never heard, morphs and glides:
   python main.py --config=configs/instruments.py:quick --workdir=runs/instruments_quick \\
@@ -24,7 +24,9 @@ VARIANTS = ("quick",)
 # One source per instrument, so that each label is one recorded instrument.
 FULL_SOURCES = ("iowa_mis/violin", "vsco2/flute", "vsco2/trumpet", "fluidr3_gm/cello_*",
                 "fluidr3_gm/clarinet_*")
-QUICK_SOURCES = ("iowa_mis/violin", "vsco2/flute")
+# The quick run: the Iowa violin's A-string notes and VSCO-2's flute notes of octave 5
+# (10 training notes, 4 held out: A5, C#5 and F5 on the violin, A5 on the flute).
+QUICK_SOURCES = ("iowa_mis/violin/*sulA.*5.stereo.flac", "vsco2/flute/*5.flac")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

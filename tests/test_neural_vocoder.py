@@ -137,6 +137,28 @@ def test_shipped_weights_vocode_the_shipped_note():
     assert 0.9 < metrics.rms_ratio(audio, rendered) < 1.1
 
 
+def test_refinement_makes_the_audios_log_mel_the_input_and_round_trips(tmp_path):
+    """refine_iterations of mel-consistent Griffin-Lim from the network's STFT: an untrained
+    network's audio has a log-mel far from its input; refined, it comes close. The setting
+    travels in the weights file (a file without it, as written before it existed, loads as 0)."""
+    audio = audio_lib.load_audio(TRAINING_NOTE, CONTRACT.sample_rate, trim_db=60.0,
+                                 max_seconds=1.0)
+    audio = audio[: CONTRACT.num_samples(CONTRACT.num_frames(len(audio)))]
+    features = log_mel(audio, CONTRACT)[None]
+    raw = tiny_model()
+    refined = nv.MusicVocoder(CONTRACT, nv.Architecture(dim=32, intermediate=64, layers=2,
+                                                        refine_iterations=32),
+                              rngs=nnx.Rngs(0))
+    errors = [metrics.mel_l1_db(audio, np.asarray(model(features))[0], CONTRACT)
+              for model in (raw, refined)]
+    assert errors[1] < 2.0 and errors[1] < 0.3 * errors[0], errors
+    nv.save_weights(refined, tmp_path / "v.safetensors")
+    assert nv.load_weights(tmp_path / "v.safetensors").architecture.refine_iterations == 32
+    assert nv.Architecture.from_dict({"dim": 8}).refine_iterations == 0
+    with pytest.raises(ValueError, match="refine_iterations at least 0"):
+        nv.Architecture(refine_iterations=-1)
+
+
 def test_log_mel_under_another_contract_is_refused():
     vocoder = nv.NeuralVocoder(tiny_model())
     other = PRESETS["bigvgan_v2_44khz_128band_512x"]  # same sizes, other rate and log scale

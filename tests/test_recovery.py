@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -28,7 +29,14 @@ from tnca_jax.errors import ConfigError
 from tnca_jax.generation import load_run
 from tnca_jax.modes import evaluate_workdir
 from tnca_jax.target import load_target
-from tnca_jax.train import NonFiniteError, learning_rate_scale, plan_training, train
+from tnca_jax.train import (
+    NonFiniteError,
+    OutOfMemoryError,
+    learning_rate_scale,
+    out_of_memory_is_one_line,
+    plan_training,
+    train,
+)
 from tnca_jax.workdir import LOCK_FILE, RUN_FILE, Workdir, WorkdirError
 
 
@@ -191,6 +199,38 @@ def test_a_rejected_step_is_retried_at_a_lower_rate_and_the_run_finishes(tmp_pat
 
 
 # ------------------------------------------------------------------ memory
+def test_running_out_of_accelerator_memory_is_one_line_and_keeps_the_checkpoints(tmp_path,
+                                                                                 target):
+    """XLA's RESOURCE_EXHAUSTED at step 3 (the estimate was wrong, or another program took the
+    memory): one line naming the step, the knobs and where a rerun resumes; the checkpoint
+    of step 2 stays."""
+    config = tiny_config(iterations=6)
+    program = plan_training(config, target)
+    real = program.step
+
+    def exhausted(state, pool):
+        if int(np.asarray(state[1]["step"][...])) == 2:
+            raise jax.errors.JaxRuntimeError(
+                "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 11.22GiB.\n"
+                "BufferAssignment OOM Debugging ...")
+        return real(state, pool)
+
+    with pytest.raises(OutOfMemoryError) as caught:
+        train(config, tmp_path, target, progress=False,
+              program=dataclasses.replace(program, step=exhausted))
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(
+        "the accelerator ran out of memory at step 3; the last good checkpoint is step 2, a "
+        "rerun resumes from it (RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
+        "11.22GiB. BufferAssignment")
+    assert "--config.train.batch_size" in message
+    assert Workdir(tmp_path).checkpoints(create=False).steps()[-1] == 2
+    assert load_run(tmp_path).step == 2
+    other = jax.errors.JaxRuntimeError("INTERNAL: something else")
+    with pytest.raises(jax.errors.JaxRuntimeError), out_of_memory_is_one_line("here"):
+        raise other  # any other runtime error is a bug and keeps its traceback
+
+
 def test_the_memory_estimate_grows_with_the_grid_and_bounds_the_budget(target):
     config = tiny_config()
     small = plan_training(config, target).memory

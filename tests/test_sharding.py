@@ -7,6 +7,7 @@ Each device count needs its own process (XLA fixes it at start-up), so the runs 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -79,31 +80,21 @@ def _eight(workdir: Path) -> dict:
     """Train on all (8) devices, recording where each step leaves the pool, and how many
     grid-sized values of the compiled step hold one sample (a device's share of the batch of
     8) or the whole batch."""
-    pools, grids = [], {}
+    pools = []
     config = sharding_config()
     target = load_target(config)
-    make_step = train_lib.make_train_step
+    program = train_lib.plan_training(config, target)
+    hlo = program.step.as_text()  # the compiled step that trains
+    grids = {"sample": hlo.count(f"f32[1,16,{target.n_frames},16]"),
+             "batch": hlo.count(f"f32[8,16,{target.n_frames},16]")}
 
-    def recording_step(*args, **kwargs):
-        step = make_step(*args, **kwargs)
+    def recorded(state, pool):
+        state, pool, metrics = program.step(state, pool)
+        pools.append(_placement(pool))
+        return state, pool, metrics
 
-        def recorded(state, pool):
-            placed = jax.tree.map(
-                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                (state, pool))
-            state, pool, metrics = step(state, pool)
-            if not grids:  # The call compiled it: this only reads the compiled program.
-                hlo = step.lower(*placed).compile().as_text()
-                grids.update(sample=hlo.count(f"f32[1,16,{target.n_frames},16]"),
-                             batch=hlo.count(f"f32[8,16,{target.n_frames},16]"))
-            pools.append(_placement(pool))
-            return state, pool, metrics
-
-        recorded.lower = step.lower  # train() compiles it first, to estimate its memory
-        return recorded
-
-    train_lib.make_train_step = recording_step
-    train_lib.train(config, workdir, target, progress=False)
+    train_lib.train(config, workdir, target, progress=False,
+                    program=dataclasses.replace(program, step=recorded))
     return {"losses": _losses(workdir), "pools": pools, "grids": grids,
             "restored": _restored_placement(workdir, ITERATIONS)}
 

@@ -15,8 +15,9 @@ pitch and its length, as the arrays of a `tnca_jax.model.NoteCondition`.
 - Loudness: the note's dynamic level (its loudest frame's RMS, dBFS), one more number per row
   beside the pitch: a recording's gain is not its timbre, so the model is told it, as DDSP is
   told loudness; generated notes default to their instrument's mean.
-- Instrument: weights per frame over the model's instruments: one instrument, a blend
-  ({"violin": 0.7, "flute": 0.3}), or a glide from one to another over the note.
+- Instrument: weights per frame over the model's instruments. The model grows notes of one
+  instrument each (one-hot weights); `tnca_jax.timbre` makes a blend ({"violin": 0.7,
+  "flute": 0.3}) or a glide from what they grow.
 """
 
 from __future__ import annotations
@@ -51,11 +52,12 @@ InstrumentSpec = str | Mapping[str, float]
 class NoteSpec:
     """A note a conditioned TNCA grows: an instrument (a name or a blend {name: weight}),
     optionally gliding to another by its last frame, a pitch (MIDI number), a dynamic level
-    (dBFS, see `loudness_db`) and a length in frames."""
+    (dBFS, see `loudness_db`; None: the instrument's own, see `tnca_jax.timbre`) and a length
+    in frames."""
 
     instrument: InstrumentSpec
     midi: float
-    loudness_db: float
+    loudness_db: float | None
     frames: int
     glide_to: InstrumentSpec | None = None
 
@@ -176,8 +178,8 @@ def note_condition(contract: SpectralContract, instruments: Sequence[str],
     """The condition of a batch of notes on a grid of `grid_frames` frames."""
     frame_seconds = contract.hop_length / contract.sample_rate
     for note in notes:
-        if not 1 <= note.frames <= grid_frames:
-            raise ValueError(f"a note of {note.frames} frames does not fit a "
+        if not 1 <= note.frames <= grid_frames or note.loudness_db is None:
+            raise ValueError(f"{note}: a note needs a loudness and to fit the "
                              f"{grid_frames}-frame grid")
     return NoteCondition(
         instrument=jnp.asarray(np.stack([instrument_weights(n.instrument, instruments,

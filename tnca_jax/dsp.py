@@ -128,19 +128,23 @@ def mel_to_magnitude(mel: jax.Array, contract: MelContract, iterations: int = 50
     return spec ** (1.0 / contract.magnitude_power)
 
 
-def fast_griffin_lim(mag: jax.Array, contract: SpectralContract, key: jax.Array, *,
+def fast_griffin_lim(mag: jax.Array, contract: SpectralContract, key: jax.Array | None, *,
                      iterations: int = 64, momentum: float = 0.99,
-                     mel: jax.Array | None = None) -> jax.Array:
+                     mel: jax.Array | None = None, phasor: jax.Array | None = None
+                     ) -> jax.Array:
     """Fast Griffin-Lim (Perraudin et al. 2013): magnitude [..., bins, frames] -> audio.
 
-    Returns [..., frames * hop] samples; the starting phase is random (from `key`). With
-    `mel` (linear, the contract's power; `contract` then a `MelContract`), the magnitude is
-    re-estimated at every iteration too: the consistent STFT's magnitude, rescaled per bin so
-    that its mel equals `mel`. Harmonic peaks that the phase recovery sharpens are then kept
-    instead of being smeared back over their mel band.
+    Returns [..., frames * hop] samples; the starting phase is random (from `key`), or the
+    unit phasors `phasor` [..., bins, frames] (e.g. a neural vocoder's). With `mel` (linear,
+    the contract's power; `contract` then a `MelContract`), the magnitude is re-estimated at
+    every iteration too: the consistent STFT's magnitude, rescaled per bin so that its mel
+    equals `mel`. Harmonic peaks that the phase recovery sharpens are then kept instead of
+    being smeared back over their mel band.
     """
     num_samples = contract.num_samples(mag.shape[-1])
-    phase = jax.random.uniform(key, mag.shape, minval=0.0, maxval=2 * jnp.pi)
+    if phasor is None:
+        phasor = jnp.exp(1j * jax.random.uniform(key, mag.shape, minval=0.0,
+                                                 maxval=2 * jnp.pi))
     alpha = momentum / (1 + momentum)
     if mel is not None:
         power = contract.magnitude_power
@@ -158,7 +162,7 @@ def fast_griffin_lim(mag: jax.Array, contract: SpectralContract, key: jax.Array,
         angles = rebuilt - alpha * previous
         return mag, angles / (jnp.abs(angles) + 1e-16), rebuilt
 
-    start = (mag, jnp.exp(1j * phase), jnp.zeros(mag.shape, jnp.complex64))
+    start = (mag, phasor.astype(jnp.complex64), jnp.zeros(mag.shape, jnp.complex64))
     mag, angles, _ = jax.lax.fori_loop(0, iterations, body, start)
     return istft(mag * angles, contract, num_samples)
 

@@ -125,8 +125,7 @@ class NoteCondition(NamedTuple):
     shorter (frames past its end stay dead and silent).
 
     Attributes:
-      instrument: [B, T, I] instrument weights per frame (one-hot for one instrument, a
-        blend for a morph, changing over the frames for a glide).
+      instrument: [B, T, I] instrument weights per frame (one-hot: the note's instrument).
       pitch: [B, F, P] each frequency row's place relative to the note's f0
         (`conditioning.band_pitch_features`).
       time: [B, T, K] each frame's place in the note (`conditioning.note_time_features`).
@@ -177,9 +176,8 @@ class Conditioner(nnx.Module):
     Level (what a living cell shows when its value is 0, normalised): per instrument i,
     level_i[v, f, t] = level_base[i, v, f] + pitch[b, f] @ level_pitch[i, v, f]
     + time[b, t] @ level_time[i, v, f] (per row, a level that follows pitch and loudness, and
-    an envelope over the note), blended by the frame's instrument weights. Context and
-    level are linear in the instrument weights, so a morph between instruments moves both on
-    a straight line.
+    an envelope over the note), weighted by the frame's instrument weights (one-hot in
+    training and growth: `tnca_jax.timbre` morphs by mixing what single instruments grow).
     """
 
     def __init__(self, instruments: int, pitch_features: int, time_features_count: int,

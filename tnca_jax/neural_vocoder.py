@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from tnca_jax import dsp
 from tnca_jax.contract import MelContract, SpectralContract
 from tnca_jax.errors import MissingFileError, VocoderError
 from tnca_jax.files import replacing
@@ -72,6 +73,11 @@ class Architecture:
       envelope_skip: the head predicts the log-magnitude as a correction to the log-mel's own
         envelope spread over the STFT bins (`mel_envelope`), so level and spectral envelope
         follow the input by construction and the network learns the fine structure.
+      refine_iterations: after the network, this many iterations of mel-consistent fast
+        Griffin-Lim started from its STFT (`tnca_jax.dsp.fast_griffin_lim` with the network's
+        phase): the phase is made consistent across overlapping frames and the magnitude
+        rescaled so that the audio's log-mel is the input's (0: the network's output as it
+        is; training always takes it as it is).
     """
 
     dim: int = 256
@@ -80,13 +86,15 @@ class Architecture:
     kernel_size: int = 7
     phase: Literal["recurrent", "direct"] = "recurrent"
     envelope_skip: bool = True
+    refine_iterations: int = 0
 
     def __post_init__(self) -> None:
         if self.phase not in ("recurrent", "direct"):
             raise ValueError(f"phase must be 'recurrent' or 'direct', got {self.phase!r}")
-        if min(self.dim, self.intermediate, self.layers) <= 0 or self.kernel_size % 2 == 0:
-            raise ValueError(f"invalid architecture {self}: sizes must be positive and "
-                             "kernel_size odd")
+        if (min(self.dim, self.intermediate, self.layers) <= 0 or self.kernel_size % 2 == 0
+                or self.refine_iterations < 0):
+            raise ValueError(f"invalid architecture {self}: sizes must be positive, "
+                             "kernel_size odd and refine_iterations at least 0")
 
     @property
     def head_outputs(self) -> int:
@@ -184,8 +192,13 @@ class MusicVocoder(nnx.Module):
         return jnp.exp(log_magnitude) * phasor
 
     def __call__(self, log_mel: jax.Array) -> jax.Array:
-        """[batch, n_mels, frames] -> [batch, frames * hop]."""
-        return overlap_add(self.spectrum(log_mel), self.contract)
+        """[batch, n_mels, frames] -> [batch, frames * hop] (refined, see `Architecture`)."""
+        if not self.architecture.refine_iterations:
+            return overlap_add(self.spectrum(log_mel), self.contract)
+        log_magnitude, phasor = self.components(log_mel)
+        return dsp.fast_griffin_lim(jnp.exp(log_magnitude), self.contract, None,
+                                    iterations=self.architecture.refine_iterations,
+                                    mel=self.contract.from_log(log_mel), phasor=phasor)
 
 
 @functools.lru_cache(maxsize=16)

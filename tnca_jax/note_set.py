@@ -39,7 +39,9 @@ class Note:
     """One labelled recording as a training or evaluation target.
 
     Attributes:
-      name: its path relative to the folder it was found in (or its file name).
+      name: its path relative to the folder it was found in (for a glob: its folder's name
+        and its file name).
+      path: the audio file.
       instrument: instrument label.
       midi: pitch as a MIDI number (fractional when it came from pYIN).
       pitch_source: "name" or "pyin".
@@ -50,6 +52,7 @@ class Note:
     """
 
     name: str
+    path: str
     instrument: str
     midi: float
     pitch_source: str
@@ -68,7 +71,8 @@ class Note:
 
     def to_dict(self) -> dict:
         """The note's labels (for run.json and the reports)."""
-        return {"name": self.name, "instrument": self.instrument, "midi": self.midi,
+        return {"name": self.name, "path": self.path, "instrument": self.instrument,
+                "midi": self.midi,
                 "pitch_source": self.pitch_source, "held_out": self.held_out,
                 "loudness_db": self.loudness_db, "frames": self.n_frames}
 
@@ -169,8 +173,10 @@ def load_note_set(data: ml_collections.ConfigDict, representation: Representatio
         held_out = (_matches(recording.path, held_out_globs) if held_out_globs is not None
                     else corpus.is_held_out(round(midi)))
         root = next((r for r in roots if r.is_dir() and recording.path.is_relative_to(r)), None)
-        name = str(recording.path.relative_to(root) if root else recording.path.name)
-        notes.append(Note(name=name, instrument=recording.instrument, midi=float(midi),
+        name = str(recording.path.relative_to(root) if root
+                   else Path(recording.path.parent.name) / recording.path.name)
+        notes.append(Note(name=name, path=str(recording.path), instrument=recording.instrument,
+                          midi=float(midi),
                           pitch_source=source, held_out=held_out,
                           loudness_db=loudness_db(audio, contract), audio=audio,
                           features=np.asarray(representation.features(audio))))

@@ -28,6 +28,8 @@ from tnca_jax.checks import check_growth
 from tnca_jax.conditioning import (
     InstrumentSpec,
     NoteSpec,
+    instrument_vector,
+    instrument_weights,
     midi_to_hz,
     note_condition,
     pitch_to_midi,
@@ -130,31 +132,25 @@ def parse_instrument(spec: InstrumentSpec | None) -> InstrumentSpec | None:
     return blend
 
 
-def instrument_loudness(run: TimbreRun, spec: InstrumentSpec) -> float:
-    """The dynamic level (dBFS) a note of `spec` gets by default: the mean of its instrument's
-    training notes (a blend's weighted mean)."""
-    weights = {spec: 1.0} if isinstance(spec, str) else dict(spec)
-    levels = {}
-    for name in weights:
-        mine = [n["loudness_db"] for n in run.notes
-                if n["instrument"] == name and not n["held_out"]]
-        if not mine:
-            raise ConfigError(f"instrument {name!r} is not one this model was trained on "
-                              f"({', '.join(run.instruments)})")
-        levels[name] = float(np.mean(mine))
-    total = sum(weights.values())
-    return sum(levels[name] * w / total for name, w in weights.items())
+def instrument_loudness(run: TimbreRun, instrument: str) -> float:
+    """The dynamic level (dBFS) a note of `instrument` gets by default: the mean of its
+    training notes'."""
+    return float(np.mean([n["loudness_db"] for n in run.notes
+                          if n["instrument"] == instrument and not n["held_out"]]))
 
 
 def note_spec(run: TimbreRun, instrument: InstrumentSpec, pitch: str | float, frames: int,
               glide_to: InstrumentSpec | None = None, loudness: float | None = None
               ) -> NoteSpec:
-    """A note to grow (a blend written "violin:0.7,flute:0.3" is read as one); the loudness
-    defaults to the instrument's (`instrument_loudness`)."""
+    """A note to grow (a blend written "violin:0.7,flute:0.3" is read as one), checked
+    against the run's instruments; loudness None: each instrument's own
+    (`instrument_loudness`)."""
     instrument, glide_to = parse_instrument(instrument), parse_instrument(glide_to)
-    if loudness is None:
-        loudness = instrument_loudness(run, instrument)
-    return NoteSpec(instrument, pitch_to_midi(pitch), float(loudness), int(frames), glide_to)
+    for spec in (instrument, glide_to):
+        if spec is not None:
+            instrument_vector(spec, run.instruments)
+    return NoteSpec(instrument, pitch_to_midi(pitch),
+                    None if loudness is None else float(loudness), int(frames), glide_to)
 
 
 def request_condition(run: TimbreRun, requests: Sequence[NoteSpec], grid_frames: int
@@ -162,42 +158,89 @@ def request_condition(run: TimbreRun, requests: Sequence[NoteSpec], grid_frames:
     return note_condition(run.contract, run.instruments, requests, grid_frames)
 
 
+def _each_note(function, condition: NoteCondition, *arrays: jax.Array) -> jax.Array:
+    """`function(condition, *arrays)` of one note at a time (batch axis 1), vmapped over the
+    notes (output axis 1): every note draws the same randomness whatever else is grown."""
+    return jax.vmap(lambda c, *a: function(c, *a)[:, 0], out_axes=1)(
+        jax.tree.map(lambda x: x[:, None], condition), *(a[:, None] for a in arrays))
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "steps", "num_stages"))
 def _grow_notes(params: nnx.State, condition: NoteCondition, key: jax.Array, *,
                 graphdef: nnx.GraphDef, steps: int, num_stages: int) -> jax.Array:
     """[num_stages, B, n_values, F, T] the shown grids of the condition's notes."""
     model = nnx.merge(graphdef, params)
-    seed = model.seed(condition.mask.shape[-1], condition=condition)
-    return grow_stages(graphdef, params, seed, key, steps, num_stages, condition=condition)
 
+    def one(note: NoteCondition) -> jax.Array:
+        seed = model.seed(note.mask.shape[-1], condition=note)
+        return grow_stages(graphdef, params, seed, key, steps, num_stages, condition=note)
 
-def grow_notes(run: TimbreRun, requests: Sequence[NoteSpec], *, steps: int,
-               num_stages: int, seed: int) -> list[np.ndarray]:
-    """Each requested note grown (one batch): [num_stages, n_values, bins, frames] native
-    units, cut to its own frames."""
-    grid = max(r.frames for r in requests)
-    condition = request_condition(run, requests, grid)
-    graphdef, params = nnx.split(run.model)
-    shown = _grow_notes(params, condition, jax.random.key(seed), graphdef=graphdef,
-                        steps=steps, num_stages=num_stages)
-    native = np.asarray(run.representation.from_unit(jnp.moveaxis(shown, 1, 0)))
-    return [native[i, ..., :r.frames] for i, r in enumerate(requests)]
+    return _each_note(one, condition)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "erase_at", "steps"))
 def _regrow(params: nnx.State, condition: NoteCondition, key: jax.Array, hole: jax.Array, *,
-            graphdef: nnx.GraphDef, erase_at: int, steps: int) -> tuple[jax.Array, ...]:
-    """(undamaged, just erased, regrown) shown grids [B, V, F, T]: grown `erase_at` steps,
+            graphdef: nnx.GraphDef, erase_at: int, steps: int) -> jax.Array:
+    """[3, B, V, F, T] (undamaged, just erased, regrown) shown grids: grown `erase_at` steps,
     `hole` [B, T] erased, then `steps` more steps (the undamaged grid grows the same steps)."""
     model = nnx.merge(graphdef, params)
-    state = grow(graphdef, params, model.seed(hole.shape[-1], condition=condition), key,
-                 erase_at, condition=condition)
-    damaged = jnp.where(hole[:, None, :, None] > 0, 0.0, state)
-    kept = grow(graphdef, params, state, key, steps, first_step=erase_at, condition=condition)
-    regrown = grow(graphdef, params, damaged, key, steps, first_step=erase_at,
-                   condition=condition)
-    return (model.spectrogram(kept, condition), model.spectrogram(damaged, condition),
-            model.spectrogram(regrown, condition))
+
+    def one(note: NoteCondition, note_hole: jax.Array) -> jax.Array:
+        state = grow(graphdef, params, model.seed(note_hole.shape[-1], condition=note), key,
+                     erase_at, condition=note)
+        damaged = jnp.where(note_hole[:, None, :, None] > 0, 0.0, state)
+        kept, regrown = (grow(graphdef, params, start, key, steps, first_step=erase_at,
+                              condition=note) for start in (state, damaged))
+        return jnp.stack([model.spectrogram(g, note) for g in (kept, damaged, regrown)])
+
+    return _each_note(one, condition, hole)
+
+
+Blend = list[tuple[int, np.ndarray]]  # (index of a pure note grown, its weight per frame)
+
+
+def pure_notes(run: TimbreRun, requests: Sequence[NoteSpec]
+               ) -> tuple[list[NoteSpec], list[Blend]]:
+    """The notes of single instruments that `requests` are made of: a note of one instrument
+    is itself; a blend or a glide is its instruments' notes (same pitch, length and seed),
+    mixed frame by frame with their weights. The model only ever grows notes of the
+    instruments it was trained on; a morph mixes what they grow (`blend`). Each part takes
+    the request's loudness, or its own instrument's (`instrument_loudness`) when none is
+    given."""
+    pure, blends = [], []
+    for request in requests:
+        weights = instrument_weights(request.instrument, run.instruments, request.frames,
+                                     request.frames, request.glide_to)  # [frames, I]
+        blend = []
+        for i in np.flatnonzero(weights.max(axis=0) > 0):
+            name = run.instruments[i]
+            loudness = (instrument_loudness(run, name) if request.loudness_db is None
+                        else request.loudness_db)
+            pure.append(NoteSpec(name, request.midi, loudness, request.frames))
+            blend.append((len(pure) - 1, weights[:, i]))
+        blends.append(blend)
+    return pure, blends
+
+
+def blend(grids: np.ndarray, parts: Blend) -> np.ndarray:
+    """Normalised grids [N, ..., T] of pure notes -> their mix [..., frames]: each frame the
+    weighted sum of the parts' (log-scale) values, a morph of their spectra."""
+    frames = len(parts[0][1])
+    return sum(grids[index][..., :frames] * weights for index, weights in parts)
+
+
+def grow_notes(run: TimbreRun, requests: Sequence[NoteSpec], *, steps: int,
+               num_stages: int, seed: int) -> list[np.ndarray]:
+    """Each requested note grown (its pure notes in one batch, `pure_notes`):
+    [num_stages, n_values, bins, frames] native units, cut to its own frames."""
+    pure, blends = pure_notes(run, requests)
+    condition = request_condition(run, pure, max(p.frames for p in pure))
+    graphdef, params = nnx.split(run.model)
+    shown = np.asarray(jnp.moveaxis(_grow_notes(params, condition, jax.random.key(seed),
+                                                graphdef=graphdef, steps=steps,
+                                                num_stages=num_stages), 1, 0))
+    return [np.asarray(run.representation.from_unit(jnp.asarray(blend(shown, parts))))
+            for parts in blends]
 
 
 def centred_hole(frames: int, grid_frames: int, fraction: float) -> np.ndarray:
@@ -214,15 +257,15 @@ def regrow_notes(run: TimbreRun, requests: Sequence[NoteSpec], *, erase_fraction
     """Per note (undamaged, erased, regrown) [n_values, bins, frames] native units: grown
     `erase_at` steps, the middle `erase_fraction` of its frames erased (all bands), regrown
     for `steps` steps beside the undamaged note grown as long."""
-    grid = max(r.frames for r in requests)
-    condition = request_condition(run, requests, grid)
-    hole = jnp.asarray(np.stack([centred_hole(r.frames, grid, erase_fraction)
-                                 for r in requests]))
+    pure, blends = pure_notes(run, requests)
+    grid = max(p.frames for p in pure)
+    condition = request_condition(run, pure, grid)
+    hole = jnp.asarray(np.stack([centred_hole(p.frames, grid, erase_fraction) for p in pure]))
     graphdef, params = nnx.split(run.model)
-    grids = _regrow(params, condition, jax.random.key(seed), hole, graphdef=graphdef,
-                    erase_at=erase_at, steps=steps)
-    native = [np.asarray(run.representation.from_unit(g)) for g in grids]
-    return [tuple(g[i, ..., :r.frames] for g in native) for i, r in enumerate(requests)]
+    grids = np.asarray(_regrow(params, condition, jax.random.key(seed), hole,
+                               graphdef=graphdef, erase_at=erase_at, steps=steps))
+    return [tuple(np.asarray(run.representation.from_unit(jnp.asarray(blend(stage, parts))))
+                  for stage in grids) for parts in blends]
 
 
 def render_features(inverse: Inverse, features: Sequence[np.ndarray]) -> list[np.ndarray]:

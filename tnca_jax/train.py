@@ -35,7 +35,7 @@ import dataclasses
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -62,6 +62,31 @@ GB = 1e9
 
 class NonFiniteError(UserError, RuntimeError):
     """Training produced a NaN/Inf loss, gradient or parameter update."""
+
+
+class OutOfMemoryError(UserError, MemoryError):
+    """The accelerator ran out of memory for the train step (XLA's RESOURCE_EXHAUSTED)."""
+
+
+MEMORY_KNOBS = ("lower --config.train.batch_size, --config.train.max_steps, "
+                "--config.train.pool_size or --config.max_seconds (or free the accelerator "
+                "of other programs)")
+
+
+@contextlib.contextmanager
+def out_of_memory_is_one_line(where: str | Callable[[], str]) -> Iterator[None]:
+    """Turn XLA's RESOURCE_EXHAUSTED (a multi-line traceback) into OutOfMemoryError: one line
+    naming where it happened (`where`, or what it returns when called then), the knobs to turn
+    and where a rerun resumes."""
+    try:
+        yield
+    except jax.errors.JaxRuntimeError as err:
+        if "RESOURCE_EXHAUSTED" not in str(err):
+            raise
+        detail = " ".join(str(err).split())[:160]
+        place = where() if callable(where) else where
+        raise OutOfMemoryError(f"the accelerator ran out of memory {place} ({detail}); "
+                               f"{MEMORY_KNOBS}") from None
 
 
 def data_mesh(train_config: ml_collections.ConfigDict,
@@ -342,7 +367,8 @@ def compile_program(config: ml_collections.ConfigDict, mesh: Mesh,
     graphdef, train_state, pool = init()
     placed = _abstract((train_state, pool))
     del train_state, pool
-    compiled = make_step(graphdef).lower(*placed).compile()
+    with out_of_memory_is_one_line("compiling the train step, nothing was written"):
+        compiled = make_step(graphdef).lower(*placed).compile()
     memory = MemoryEstimate.of(compiled)
     budget = config.train.get("memory_budget_gb", None)
     if budget is not None and memory.peak > budget * GB:
@@ -438,43 +464,47 @@ def train(config: ml_collections.ConfigDict, workdir: Workdir | str | os.PathLik
             with workdir.log_appender(checkpoints) as append_log:
                 if retry is not None:
                     append_log(retry)
-                for step in range(start, last):
-                    train_state, pool, metrics = program.step(train_state, pool)
-                    window_steps += 1
-                    done = step + 1
-                    pending.append((done, metrics["finite"]))
-                    log_now = done % train_config.log_every == 0 or done == last
-                    save_now = done == last or checkpoints.should_save(done)
-                    if log_now or save_now:  # Nothing non-finite is logged or checkpointed.
-                        rejected = _first_rejected(pending)
-                        pending.clear()
-                        if rejected is not None:
-                            break
-                    if log_now:
-                        metrics = jax.device_get(metrics)
-                        elapsed = time.perf_counter() - window_start
-                        record = {
-                            "step": done,
-                            "loss": float(metrics["loss"]),
-                            "grid_l1_db": float(metrics["grid_l1"]) * span_db,
-                            "living_fraction": float(metrics["living_fraction"]),
-                            "steps_per_s": window_steps / elapsed,
-                        }
-                        append_log(record)
-                        bar.set_postfix(loss=f"{record['loss']:.4f}",
-                                        grid_db=f"{record['grid_l1_db']:.2f}",
-                                        alive=f"{record['living_fraction']:.2f}",
-                                        it_s=f"{record['steps_per_s']:.2f}")
-                        window_start, window_steps = time.perf_counter(), 0
-                    if save_now:
-                        with workdir.writing(checkpoints):
-                            save(checkpoints, done, train_state, pool)
-                        if not described:  # run.json follows its first checkpoint
+                trained = {"steps": start}  # steps done, for the line of an error in a step
+                # Raised at the step, or where it is next synchronised.
+                with out_of_memory_is_one_line(_next_step(trained, checkpoints)):
+                    for step in range(start, last):
+                        train_state, pool, metrics = program.step(train_state, pool)
+                        window_steps += 1
+                        done = step + 1
+                        pending.append((done, metrics["finite"]))
+                        log_now = done % train_config.log_every == 0 or done == last
+                        save_now = done == last or checkpoints.should_save(done)
+                        if log_now or save_now:  # Nothing non-finite is logged or checkpointed.
+                            rejected = _first_rejected(pending)
+                            pending.clear()
+                            if rejected is not None:
+                                break
+                        if log_now:
+                            metrics = jax.device_get(metrics)
+                            elapsed = time.perf_counter() - window_start
+                            record = {
+                                "step": done,
+                                "loss": float(metrics["loss"]),
+                                "grid_l1_db": float(metrics["grid_l1"]) * span_db,
+                                "living_fraction": float(metrics["living_fraction"]),
+                                "steps_per_s": window_steps / elapsed,
+                            }
+                            append_log(record)
+                            bar.set_postfix(loss=f"{record['loss']:.4f}",
+                                            grid_db=f"{record['grid_l1_db']:.2f}",
+                                            alive=f"{record['living_fraction']:.2f}",
+                                            it_s=f"{record['steps_per_s']:.2f}")
+                            window_start, window_steps = time.perf_counter(), 0
+                        if save_now:
                             with workdir.writing(checkpoints):
-                                checkpoints.wait()
-                            program.describe(workdir)
-                            described = True
-                    bar.update(1)
+                                save(checkpoints, done, train_state, pool)
+                            if not described:  # run.json follows its first checkpoint
+                                with workdir.writing(checkpoints):
+                                    checkpoints.wait()
+                                program.describe(workdir)
+                                described = True
+                        bar.update(1)
+                        trained["steps"] = done
                 with workdir.writing(checkpoints):
                     checkpoints.wait()
             if rejected is None:
@@ -505,6 +535,12 @@ def _retry(rejected: int, scale: float, checkpoints: Checkpoints) -> dict:
          f"the learning rate (retry {retries + 1} of {MAX_RETRIES})")
     return {"step": latest or 0, "retry": retries + 1, "rejected_step": rejected,
             "learning_rate_scale": scale}
+
+
+def _next_step(trained: dict, checkpoints: Checkpoints) -> Callable[[], str]:
+    """Where an error in training happened, in words, when it is called: the step after the
+    `trained["steps"]` done, and where a rerun resumes."""
+    return lambda: f"at step {trained['steps'] + 1}; {checkpoints.resume_point()}"
 
 
 def _close(checkpoints: Checkpoints) -> None:

@@ -300,7 +300,9 @@ def init_train_state(config: ml_collections.ConfigDict
     init_weights = config.train.get("init_weights")
     if init_weights:
         start = load_weights(init_weights)
-        if start.architecture != arch or start.contract.first_difference(contract):
+        same = dataclasses.replace(start.architecture,
+                                   refine_iterations=arch.refine_iterations) == arch
+        if not same or start.contract.first_difference(contract):
             raise ConfigError(
                 f"--config.train.init_weights={init_weights} holds a vocoder with architecture "
                 f"{start.architecture.to_dict()} under contract {start.contract.name!r}; this "

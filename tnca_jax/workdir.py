@@ -279,8 +279,10 @@ class Workdir:
 
     def write_bytes(self, name: str, data: bytes) -> Path:
         path = self.file(name)
-        with self.writing(name=name), replacing(path) as tmp:
-            tmp.write_bytes(data)
+        with self.writing(name=name):
+            path.parent.mkdir(parents=True, exist_ok=True)  # a name may hold a folder
+            with replacing(path) as tmp:
+                tmp.write_bytes(data)
         return path
 
     def write_text(self, name: str, text: str) -> Path:
@@ -294,6 +296,7 @@ class Workdir:
 
     def write_wav(self, name: str, audio: np.ndarray, sample_rate: int) -> Path:
         with self.writing(name=name):
+            self.file(name).parent.mkdir(parents=True, exist_ok=True)
             write_wav(self.file(name), audio, sample_rate)
         return self.file(name)
 

@@ -1,0 +1,294 @@
+"""The timbre job: one TNCA for many notes, conditioned on instrument, pitch, loudness and
+length; labelling, conditioning, unseen pitches, morphs, glides and regrowth, on tiny models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+import soundfile as sf
+from flax import nnx
+
+import tnca_jax
+from configs.instruments import get_config
+from tests.conftest import ROOT
+from tnca_jax import conditioning, timbre, timbre_train
+from tnca_jax.contract import get_contract
+from tnca_jax.errors import ConfigError, UserError
+from tnca_jax.model import TNCA, note_seed_state, seed_state
+from tnca_jax.note_set import PitchLabelError, load_note_set
+from tnca_jax.representations import get_representation
+
+RATE = 22050
+CONTRACT = get_contract("griffinlim_22khz_128band")
+MEL = get_representation("mel", CONTRACT)
+
+
+def tiny_timbre_config() -> ml_collections.ConfigDict:
+    """The quick config shrunk to seconds: 3 violin and 2 flute notes of octave 5 (violin A5
+    held out), 1 s each, hidden 16, 6-8 growth steps, 40 iterations."""
+    config = get_config("quick")
+    config.data.paths = tuple(str(ROOT / "data" / p) for p in (
+        "iowa_mis/violin/*sulA.[ABC]5.stereo.flac", "iowa_mis/violin/*sulA.D5.stereo.flac",
+        "vsco2/flute/[CE]5.flac"))
+    config.data.max_seconds = 1.0
+    config.model.hidden = 16
+    config.train.iterations = 40
+    config.train.batch_size = 2
+    config.train.pool_size = 8
+    config.train.min_steps = 6
+    config.train.max_steps = 8
+    config.train.log_every = 10
+    config.train.checkpoint_every = 20
+    config.generate.steps = 16
+    config.generate.num_stages = 4
+    config.generate.seconds = 0.8
+    config.generate.erase_at = 8
+    config.eval.f0 = False
+    config.eval.max_notes = 3
+    return config
+
+
+@pytest.fixture(scope="module")
+def timbre_workdir(tmp_path_factory):
+    from tnca_jax.modes import timbre_train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("timbre_run")
+    timbre_train_and_evaluate(tiny_timbre_config(), workdir, progress=False)
+    return workdir
+
+
+def tone(f0: float, seconds: float = 1.0, harmonics: int = 8) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    wave = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, harmonics + 1))
+    return (0.3 * wave * np.minimum(1, 20 * t) * np.minimum(1, 20 * (seconds - t))
+            ).astype(np.float32)
+
+
+# ------------------------------------------------------------------ labels and conditioning
+def test_notes_are_labelled_from_their_names_or_by_pyin_and_split_by_pitch(tmp_path):
+    sf.write(tmp_path / "violin_C5.wav", tone(523.25), RATE)
+    sf.write(tmp_path / "violin_A4.wav", tone(440.0), RATE)  # pitch class A: held out
+    sf.write(tmp_path / "violin_take3.wav", tone(392.0), RATE)  # no pitch in the name: G4
+    data = get_config("quick").data
+    data.paths = (str(tmp_path),)
+    notes = {n.name: n for n in load_note_set(data, MEL).notes}
+    assert notes["violin_C5.wav"].midi == 72 and notes["violin_C5.wav"].pitch_source == "name"
+    assert notes["violin_A4.wav"].held_out and not notes["violin_C5.wav"].held_out
+    labelled = notes["violin_take3.wav"]
+    assert labelled.pitch_source == "pyin" and labelled.midi == pytest.approx(67, abs=0.2)
+    assert labelled.loudness_db == pytest.approx(notes["violin_C5.wav"].loudness_db, abs=2)
+    # Noise has no pitch: refused with one line naming the file and the fix.
+    noise = np.random.default_rng(0).normal(0, 0.1, RATE).astype(np.float32)
+    sf.write(tmp_path / "violin_breath.wav", noise, RATE)
+    with pytest.raises(PitchLabelError, match=r"violin_breath\.wav.*rename it"):
+        load_note_set(data, MEL)
+
+
+def test_a_held_out_instrument_without_training_notes_is_refused(tmp_path):
+    sf.write(tmp_path / "violin_C5.wav", tone(523.25), RATE)
+    sf.write(tmp_path / "cello_A3.wav", tone(220.0), RATE)
+    data = get_config("quick").data
+    data.paths = (str(tmp_path),)
+    with pytest.raises(ConfigError, match="cello, an instrument no training note has"):
+        load_note_set(data, MEL)
+
+
+def test_the_pitch_features_put_a_harmonic_comb_through_the_mel_bands():
+    low = conditioning.band_pitch_features(CONTRACT, 110.0, -20.0)
+    centres = conditioning.row_frequencies_hz(CONTRACT)
+    comb = low[:, 0]
+    # Below ~1 kHz the bands are narrower than 110 Hz: bands at a harmonic light up, bands
+    # halfway between two are dark.
+    on = [np.argmin(np.abs(centres - k * 110)) for k in range(2, 8)]
+    off = [np.argmin(np.abs(centres - (k + 0.5) * 110)) for k in range(2, 8)]
+    assert np.all(comb[on] > comb[off] + 0.5)
+    # Octave RBFs peak at the octave of the row above f0; the height and loudness columns.
+    band = np.argmin(np.abs(centres - 440.0))  # two octaves above 110 Hz
+    assert np.argmax(low[band, 1:9]) == 3  # centres -1, 0, 1, 2: index 3 is +2 octaves
+    assert low[0, 9] == pytest.approx(np.log2(110 / 440)) and low[0, 10] == 0.0
+    # Any pitch gets its own features: an unseen one is computed, not looked up.
+    assert not np.allclose(conditioning.band_pitch_features(CONTRACT, 116.5, -20.0), low)
+
+
+def test_instrument_weights_blend_glide_and_refuse_strangers():
+    instruments = ("flute", "violin")
+    np.testing.assert_allclose(conditioning.instrument_vector({"violin": 3, "flute": 1},
+                                                              instruments), [0.25, 0.75])
+    glide = conditioning.instrument_weights("violin", instruments, 5, 7, glide_to="flute")
+    np.testing.assert_allclose(glide[0], [0, 1])
+    np.testing.assert_allclose(glide[4], [1, 0])
+    assert np.all(glide[5:] == 0) and np.all(np.diff(glide[:5, 0]) > 0)
+    with pytest.raises(ConfigError, match="'oboe' is not one this model was trained on"):
+        conditioning.instrument_vector("oboe", instruments)
+    assert timbre.parse_instrument("violin:0.7,flute:0.3") == {"violin": 0.7, "flute": 0.3}
+
+
+def test_note_seeds_equal_the_single_note_seed_on_a_full_grid_and_respect_a_short_note():
+    mask = jnp.asarray([[1.0] * 12, [1.0] * 7 + [0.0] * 5])
+    seeds = np.asarray(note_seed_state(8, 12, 6, mask, spacing=4))
+    np.testing.assert_allclose(seeds[0], np.asarray(seed_state(8, 12, 6, spacing=4))[0])
+    assert np.all(seeds[1, :, 7:] == 0)  # nothing past the short note's end
+    np.testing.assert_allclose(seeds[1, 0, [0, 4], 2], [0, 4 / 7])  # its own clock
+
+
+def conditioned_model() -> tuple[TNCA, conditioning.NoteCondition]:
+    model = TNCA(CONTRACT.n_mels, channels=8, hidden=16, instruments=2,
+                 pitch_features=conditioning.PITCH_FEATURES,
+                 note_time_features=conditioning.NOTE_TIME_FEATURES, rngs=nnx.Rngs(0))
+    params = nnx.state(model, nnx.Param)
+    noisy = jax.tree.map(lambda x: 0.3 * jax.random.normal(jax.random.key(x.size), x.shape),
+                         params)
+    nnx.update(model, noisy)
+    condition = conditioning.note_condition(
+        CONTRACT, ("flute", "violin"),
+        [conditioning.NoteSpec("violin", 72.0, -20.0, 30),
+         conditioning.NoteSpec({"violin": 0.5, "flute": 0.5}, 60.0, -30.0, 20),
+         conditioning.NoteSpec("flute", 60.0, -30.0, 20)], 30)
+    return model, condition
+
+
+def test_cells_past_a_notes_end_stay_dead_while_it_grows():
+    model, condition = conditioned_model()
+    state = model.seed(30, condition=condition)
+    for step in range(6):
+        state = model(state, jax.random.key(step), condition)
+    alive = np.asarray(state[..., 1] > 0.1)
+    assert alive[0].mean() > 0.2 and alive[1, :, :20].mean() > 0.2  # it grows ...
+    assert not alive[1, :, 20:].any()  # ... but never past the end of the shorter note
+    shown = np.asarray(model.spectrogram(state, condition))
+    assert np.all(shown[1, ..., 20:] == 0)  # silence there
+
+
+# ------------------------------------------------------------------ a trained tiny model
+def test_the_timbre_job_trains_measures_and_reports(timbre_workdir):
+    report = json.loads((timbre_workdir / "metrics.json").read_text())
+    assert report["job"] == "timbre" and report["instruments"] == ["flute", "violin"]
+    log = [json.loads(line) for line in (timbre_workdir / "train_metrics.jsonl").open()]
+    assert log[-1]["loss"] < log[0]["loss"]  # it learned
+    rows = {r["name"]: r for r in report["notes"]}
+    assert any(r["held_out"] for r in rows.values()) and any(not r["held_out"]
+                                                             for r in rows.values())
+    for row in rows.values():
+        assert row["temporal_gain"] == pytest.approx(row["static_mel_l1_db"] / row["mel_l1_db"])
+        assert 0 < row["mel_l1_db"] < 40 and row["mrstft"] > 0 and row["rms_ratio"] > 0
+    assert set(report["summary"]) == {"held_out", "seen"}
+    for demo in report["demos"]:
+        audio, rate = sf.read(timbre_workdir / demo["file"])
+        assert rate == RATE and audio.ndim == 1 and 0 < np.abs(audio).max() <= 1.0
+    kinds = {d["kind"] for d in report["demos"]}
+    assert kinds == {"note", "morph", "glide", "regrown"}
+    page = (timbre_workdir / "report.html").read_text()
+    assert page.count("<audio") == len(report["demos"])
+    assert all(f'data-note="{name}"' in page for name in rows)
+    for entry in report["regrowth"]:
+        assert entry["ratio"] == pytest.approx(entry["regrown_mel_l1_db"]
+                                               / entry["undamaged_mel_l1_db"])
+
+
+def test_a_morph_moves_brightness_and_noisiness_monotonically(timbre_workdir):
+    """The violin -> flute blend of a small trained model: its spectral centroid and its
+    harmonic-to-noise ratio move monotonically with the blend weight."""
+    run = timbre.load_timbre_run(timbre_workdir)
+    inverse = tnca_jax.inverse.load_inverse(run.representation)
+    curve = timbre.morph_curve(run, inverse, "violin", "flute", 76.0, run.frames(0.8),
+                               steps=16, seed=0)
+    for key in ("centroid_hz", "hnr_db"):
+        steps = np.diff(curve[key])
+        assert np.all(steps > 0) or np.all(steps < 0), (key, curve[key])
+    assert curve["centroid_hz"][0] != pytest.approx(curve["centroid_hz"][-1], rel=0.05)
+
+
+def test_a_blend_mixes_what_each_instrument_grows_and_a_note_ignores_its_batch(
+        timbre_workdir):
+    run = timbre.load_timbre_run(timbre_workdir)
+    frames = run.frames(0.8)
+    violin, flute, mix, glide = timbre.grow_notes(run, [
+        timbre.note_spec(run, "violin", 70, frames), timbre.note_spec(run, "flute", 70, frames),
+        timbre.note_spec(run, {"violin": 0.3, "flute": 0.7}, 70, frames),
+        timbre.note_spec(run, "violin", 70, frames, glide_to="flute")], steps=16, num_stages=2,
+        seed=0)
+    np.testing.assert_allclose(mix, 0.3 * violin + 0.7 * flute, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(glide[..., 0], violin[..., 0], atol=1e-4)  # starts as a violin
+    np.testing.assert_allclose(glide[..., -1], flute[..., -1], atol=1e-4)  # ends as a flute
+    [alone] = timbre.grow_notes(run, [timbre.note_spec(run, "violin", 70, frames)], steps=16,
+                                num_stages=2, seed=0)
+    np.testing.assert_allclose(alone, violin, atol=1e-5)  # the batch does not change a note
+
+
+def test_generate_grows_unseen_pitches_lengths_blends_and_glides(timbre_workdir):
+    note = tnca_jax.generate(timbre_workdir, instrument="violin", pitch="F#4", seconds=0.7)
+    frames = CONTRACT.num_frames(round(0.7 * RATE))
+    assert note.spectrogram.shape == (CONTRACT.n_mels, frames)
+    assert note.audio.shape == (frames * CONTRACT.hop_length,)
+    again = tnca_jax.generate(timbre_workdir, instrument="violin", pitch="F#4", seconds=0.7)
+    np.testing.assert_array_equal(again.audio, note.audio)
+    higher = tnca_jax.generate(timbre_workdir, instrument="violin", pitch="F#5", seconds=0.7)
+    assert not np.allclose(higher.spectrogram, note.spectrogram)
+    blend = tnca_jax.generate(timbre_workdir, instrument={"violin": 0.5, "flute": 0.5},
+                              pitch=70, seconds=0.7)
+    glide = tnca_jax.generate(timbre_workdir, instrument="violin", glide_to="flute", pitch=70,
+                              seconds=0.7)
+    assert np.isfinite(blend.audio).all() and np.isfinite(glide.audio).all()
+    for bad, match in (({"instrument": "oboe"}, "'oboe' is not one"),
+                       ({"pitch": "H4"}, "not a note name"),
+                       ({"seconds": -1.0}, "must be a positive number"),
+                       ({"best_of": 3}, "not for a many-note run")):
+        with pytest.raises(UserError, match=match):
+            tnca_jax.generate(timbre_workdir, **{"pitch": "A4", **bad})
+
+
+def test_an_erased_block_of_frames_regrows(timbre_workdir):
+    run = timbre.load_timbre_run(timbre_workdir)
+    spec = timbre.note_spec(run, "violin", "C5", run.frames(0.8))
+    kept, erased, regrown = timbre.regrow_notes(run, [spec], erase_fraction=0.25, erase_at=8,
+                                                steps=16, seed=0)[0]
+    hole = timbre.centred_hole(spec.frames, spec.frames, 0.25) > 0
+    silent = CONTRACT.log_min
+    assert np.all(erased[0][:, hole] == pytest.approx(silent))  # erased: silence there
+    assert np.mean(regrown[0][:, hole] > silent + 1) > 0.9  # grown back
+    assert np.abs(regrown[0] - kept[0]).mean() < np.abs(erased[0] - kept[0]).mean()
+    result = tnca_jax.generate(timbre_workdir, pitch="C5", seconds=0.8,
+                               erase=timbre.Erase(0.25, 8), steps=16)
+    assert result.stages.shape[0] == 3 and result.stage_steps == [24, 8, 24]
+
+
+def test_a_single_note_workdir_refuses_timbre_arguments(trained_workdir):
+    with pytest.raises(ConfigError, match="single-note run: instrument, pitch"):
+        tnca_jax.generate(trained_workdir, instrument="violin", pitch="A4")
+
+
+def test_main_py_generate_and_growth_modes_of_the_timbre_job(timbre_workdir):
+    config = f"{ROOT / 'configs' / 'instruments.py'}:quick"
+    common = [sys.executable, str(ROOT / "main.py"), f"--config={config}",
+              f"--workdir={timbre_workdir}", "--config.generate.steps=8",
+              "--config.generate.num_stages=2"]
+    done = subprocess.run([*common, "--mode=generate",
+                           "--config.generate.instrument=violin:0.6,flute:0.4",
+                           "--config.generate.pitch=G4", "--config.generate.seconds=0.5"],
+                          capture_output=True, text=True, cwd=ROOT, check=True)
+    summary = json.loads(done.stdout)
+    audio, rate = sf.read(summary["wav"])
+    assert rate == RATE and len(audio) == CONTRACT.num_frames(round(0.5 * RATE)) * 512
+    assert summary["instrument"] == {"violin": 0.6, "flute": 0.4} and summary["midi"] == 67
+    grown = subprocess.run([*common, "--mode=growth", "--config.generate.glide_to=flute"],
+                           capture_output=True, text=True, cwd=ROOT, check=True)
+    assert (timbre_workdir / "growth.wav").stat().st_size > 0, grown.stderr
+    bad = subprocess.run([*common, "--mode=ceiling"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
+        "error: the timbre job (configs/instruments.py) has no --mode=ceiling")
+
+
+def test_the_quick_config_is_the_documented_corpus():
+    config = get_config("quick")
+    notes = load_note_set(config.data, MEL)
+    assert notes.instruments == ("flute", "violin")
+    assert len(notes.training) == 10 and len(notes.held_out) == 4
+    assert not any(n.held_out for n in notes.training)
+    assert timbre_train.fit_levels(notes)[0].shape == (2, 1, CONTRACT.n_mels)
