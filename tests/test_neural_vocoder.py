@@ -25,6 +25,7 @@ from tnca_jax.contract import PRESETS, ContractMismatchError, get_contract
 from tnca_jax.dsp import istft, log_mel, stft
 from tnca_jax.errors import MissingFileError, VocoderError
 from tnca_jax.inverse import VOCODER_NAMES, load_inverse, load_vocoder
+from tnca_jax.representations import get_representation
 from tnca_jax.workdir import TRAIN_LOG
 
 # VIOLIN (the shipped violin A5) is held out: the shipped weights never saw it.
@@ -157,6 +158,34 @@ def test_refinement_makes_the_audios_log_mel_the_input_and_round_trips(tmp_path)
     assert nv.Architecture.from_dict({"dim": 8}).refine_iterations == 0
     with pytest.raises(ValueError, match="refine_iterations at least 0"):
         nv.Architecture(refine_iterations=-1)
+
+
+def test_the_tnca_audio_loss_renders_through_the_music_vocoder():
+    """With the music vocoder as the run's vocoder, the TNCA's audio loss renders the grown
+    log-mel through its network (`Inverse.differentiable_vocoder`): the loss is that of the
+    network's audio, and its gradient reaches the grid."""
+    vocoder = nv.NeuralVocoder(tiny_model())
+    inverse = load_inverse(get_representation("mel", CONTRACT), "music")
+    assert callable(inverse.differentiable_vocoder)
+    assert load_inverse(get_representation("mel", CONTRACT)).differentiable_vocoder is None
+    audio = audio_lib.load_audio(TRAINING_NOTE, CONTRACT.sample_rate, trim_db=60.0,
+                                 max_seconds=0.5)
+    audio = audio[: CONTRACT.num_samples(CONTRACT.num_frames(len(audio)))]
+    rep = get_representation("mel", CONTRACT)
+    unit = rep.to_unit(rep.features(audio))
+    target = losses.TncaTarget.create(unit, rep, audio, vocoder.differentiable)
+    weights = losses.LossWeights(growth=0.0, overflow=0.0, audio=1.0)
+
+    def loss(shown):
+        return losses.audio_loss(shown, target, weights, jax.random.key(0))
+
+    shown = 0.9 * unit[None]
+    expected = losses.mrstft_distance(jnp.asarray(audio)[None],
+                                      vocoder.differentiable(rep.from_unit(shown)[:, 0]),
+                                      CONTRACT.sample_rate)
+    assert float(loss(shown)) == pytest.approx(float(expected), rel=1e-5)
+    grad = jax.grad(loss)(shown)
+    assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).max()) > 0
 
 
 def test_log_mel_under_another_contract_is_refused():

@@ -46,7 +46,13 @@ def test_training_writes_a_report_whose_numbers_are_metrics_json(trained_workdir
     # The 0.6 s tiny target is too short for ViSQOL: the page says n/a and why.
     assert stored["generated"]["visqol_moslqo"] is None
     assert "ViSQOL cannot score this audio" in html.unescape(page)
-    assert page.count('src="data:audio/wav;base64,') == 3
+    # target, generated, ceiling, and the same note and ceiling through the music vocoder
+    assert page.count('src="data:audio/wav;base64,') == 5
+    music = stored["other_vocoders"]["music"]
+    assert set(music["generated"]) == set(music["ceiling"]) == {"mel_l1_db", "mrstft",
+                                                                "rms_ratio"}
+    assert all((trained_workdir / file).exists() for file in music["files"])
+    assert f"mrstft {report.format_value(music['ceiling']['mrstft'])}" in page
     assert page.count('src="data:image/png;base64,') == 3  # comparison, growth, training
     assert "<script" not in page and 'src="http' not in page and "href=\"http" not in page
 
@@ -110,6 +116,7 @@ def test_report_plays_and_renders_in_headless_chromium(trained_workdir, tmp_path
     for path in (trained_workdir / report.REPORT_FILE, notebook):
         errors, page = open_page(path, CHECK_PAGE, browser)
         assert errors == [], path.name
-        assert page["names"] == ["target", "generated", "ceiling"]
-        assert page["durations"] == pytest.approx([seconds] * 3, abs=0.05)
+        assert page["names"] == ["target", "generated", "ceiling", "generated_music",
+                                 "ceiling_music"]
+        assert page["durations"] == pytest.approx([seconds] * 5, abs=0.05)
         assert len(page["images"]) == 3 and min(page["images"]) > 500

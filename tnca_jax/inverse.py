@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+from collections.abc import Callable
 from typing import ClassVar, Protocol
 
 import jax
@@ -26,7 +27,7 @@ from tnca_jax.contract import (
     SpectralContract,
     get_contract,
 )
-from tnca_jax.errors import ConfigError
+from tnca_jax.errors import ConfigError, UserError
 from tnca_jax.representations import Representation, get_representation
 
 
@@ -191,6 +192,14 @@ class Inverse:
             return self.vocoder(features[:, 0], contract=self.contract)
         return self.representation.render(features)
 
+    @property
+    def differentiable_vocoder(self) -> Callable[[jax.Array], jax.Array] | None:
+        """The vocoder as a traceable, differentiable function of log-mels [batch, n_mels,
+        frames] (a JAX vocoder's `differentiable`), for the TNCA's audio loss; None for
+        Griffin-Lim (the loss unrolls its own), the torch vocoders and the representations
+        that render themselves."""
+        return getattr(self.vocoder, "differentiable", None)
+
 
 def load_inverse(representation: Representation | str, vocoder: str = "griffinlim",
                  vocoder_path: str | None = None, *,
@@ -213,6 +222,24 @@ def load_inverse(representation: Representation | str, vocoder: str = "griffinli
     loaded = load_vocoder(vocoder, vocoder_path,
                           contract=pinned.contract if pinned else contract)
     return Inverse(pinned or get_representation("mel", loaded.contract), loaded)
+
+
+def companion(inverse: Inverse) -> Inverse | None:
+    """The other weight-shipping JAX vocoder under the same contract, for listening side by
+    side: the shipped music vocoder beside Griffin-Lim, Griffin-Lim beside it; None for the
+    others (torch vocoders, representations that render themselves, another contract, or a
+    shipped file that cannot be read)."""
+    if inverse.vocoder is None or inverse.name not in ("griffinlim", "music"):
+        return None
+    if inverse.name == "music":
+        return Inverse(inverse.representation, GriffinLim(inverse.contract))
+    try:
+        music = load_vocoder("music")
+    except UserError:
+        return None
+    if music.contract.first_difference(inverse.contract) is not None:
+        return None
+    return Inverse(inverse.representation, music)
 
 
 def _renders_itself(representation: str, vocoder: str) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -152,18 +153,23 @@ class TncaTarget:
       weights: [n_values, F, T] its `frequency_weights`.
       representation: its representation (for the audio losses).
       audio: [samples] the recording (for the audio losses), else None.
+      vocoder: a differentiable vocoder (log-mels [B, n_mels, frames] -> audio) the audio
+        losses render a mel grid through (`Inverse.differentiable_vocoder`: the music
+        vocoder), else None: the representation's own `audio` (unrolled Griffin-Lim).
     """
 
     unit: jax.Array
     weights: jax.Array
     representation: Representation
     audio: np.ndarray | None = None
+    vocoder: Callable[[jax.Array], jax.Array] | None = None
 
     @classmethod
     def create(cls, unit: jax.Array, representation: Representation,
-               audio: np.ndarray | None = None) -> TncaTarget:
+               audio: np.ndarray | None = None,
+               vocoder: Callable[[jax.Array], jax.Array] | None = None) -> TncaTarget:
         unit = jnp.asarray(unit)
-        return cls(unit, frequency_weights(unit), representation, audio)
+        return cls(unit, frequency_weights(unit), representation, audio, vocoder)
 
 
 def tnca_loss(shown: jax.Array, grown: jax.Array, target: TncaTarget, weights: LossWeights,
@@ -197,8 +203,11 @@ def audio_loss(shown: jax.Array, target: TncaTarget, weights: LossWeights, key: 
     if target.audio is None:
         raise ValueError("audio-domain losses need the target recording")
     representation = target.representation
-    audio = representation.audio(representation.from_unit(shown), key,
-                                 griffinlim_iterations=weights.audio_griffinlim_iterations)
+    if target.vocoder is not None:
+        audio = target.vocoder(representation.from_unit(shown)[..., 0, :, :])
+    else:
+        audio = representation.audio(representation.from_unit(shown), key,
+                                     griffinlim_iterations=weights.audio_griffinlim_iterations)
     reference = jnp.asarray(target.audio)[None]
     loss = weights.audio * mrstft_distance(reference, audio,
                                            representation.contract.sample_rate)

@@ -40,7 +40,7 @@ from tnca_jax.generation import (
     render_run,
 )
 from tnca_jax.growth import write_growth
-from tnca_jax.inverse import Inverse, load_inverse
+from tnca_jax.inverse import Inverse, companion, load_inverse
 from tnca_jax.model import TNCA
 from tnca_jax.note_set import Note, NoteSet, load_note_set
 from tnca_jax.representations import config_representation_name
@@ -107,6 +107,31 @@ def evaluate(target: Target, result: GenerationResult, inverse: Inverse
     }, best
 
 
+OTHER_VOCODER_METRICS = ("mel_l1_db", "mrstft", "rms_ratio")
+
+
+def other_vocoders(workdir: Workdir, target: Target, result: GenerationResult,
+                   inverse: Inverse) -> dict:
+    """The grown note and the recording's own features through the companion vocoder
+    (`tnca_jax.inverse.companion`: Griffin-Lim beside the music vocoder and the reverse),
+    written as generated_<vocoder>.wav and ceiling_<vocoder>.wav, with their main metrics:
+    {vocoder: {"generated": ..., "ceiling": ..., "files": [...]}} (empty without one)."""
+    other = companion(inverse)
+    if other is None:
+        return {}
+    generated = fit_full_scale(other(result.features[None])[0])
+    best = ceiling_audio(target, other)
+    files = [f"generated_{other.name}.wav", f"ceiling_{other.name}.wav"]
+    for name, audio in zip(files, (generated, best), strict=True):
+        workdir.write_wav(name, audio, target.contract.sample_rate)
+    ours, ceiling = (scored.to_dict() for scored in metrics.compare_many(
+        target.audio, [generated, best], measuring_contract(target.contract),
+        only=OTHER_VOCODER_METRICS))
+    keep = {name: ours[name] for name in OTHER_VOCODER_METRICS}
+    return {other.name: {"generated": keep, "files": files,
+                         "ceiling": {name: ceiling[name] for name in OTHER_VOCODER_METRICS}}}
+
+
 def worse_than_static(report: dict) -> list[str]:
     """The metrics on which the generated note is worse than the static baseline, each as
     "name generated vs static" (metrics noted as not meaningful for the run left out)."""
@@ -135,9 +160,12 @@ def render_and_report(config: ml_collections.ConfigDict, workdir: Workdir, targe
     with console.stage("measure") as stage:
         report, ceiling_audio = evaluate(target, result, inverse)
         report["refinement"] = settings.refinement.to_dict()
+        report["other_vocoders"] = other_vocoders(workdir, target, result, inverse)
         workdir.write_wav(CEILING_WAV, ceiling_audio, result.sample_rate)
         workdir.write_metrics(report)
         stage.detail = f"{METRICS_FILE}: generated, {inverse.name} ceiling, static baseline"
+        if report["other_vocoders"]:
+            stage.detail += f", the same note through {', '.join(report['other_vocoders'])}"
     with console.stage("report") as stage:
         figure = io.BytesIO()
         plots.comparison(figure, target.audio, result.audio,
@@ -227,7 +255,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             target = load_target(config, inverse.representation)
             check_resumable(workdir, config, target)
             workdir.refuse_if_in_use()  # before the slow compile; `lock` checks again
-            program = plan_training(config, target)
+            # The audio losses, if any, render through the run's vocoder where it is
+            # differentiable JAX (music), else through unrolled Griffin-Lim.
+            program = plan_training(config, target, vocoder=inverse.differentiable_vocoder)
             workdir.prepare()
             held.enter_context(workdir.lock())
             workdir.write_wav(TARGET_WAV, target.audio, target.contract.sample_rate)

@@ -397,6 +397,13 @@ class NeuralVocoder:
         log_mel = check_input(log_mel, self.contract, contract)
         return self._vocode(self._state, log_mel)
 
+    def differentiable(self, log_mel: jax.Array) -> jax.Array:
+        """The network's audio of [batch, n_mels, frames] log-mels under this contract,
+        traceable and differentiable, without the refinement (for the TNCA's audio loss,
+        `tnca_jax.losses.audio_loss`; the weights are constants, not trained)."""
+        model = nnx.merge(self._graphdef, self._state)
+        return overlap_add(model.spectrum(log_mel), self.contract)
+
 
 def load(path: str | os.PathLike | None = None) -> NeuralVocoder:
     """The music vocoder for `tnca_jax.inverse.load_vocoder("music", path)`: the weights at

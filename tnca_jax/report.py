@@ -88,6 +88,30 @@ def _players(workdir: Workdir) -> str:
     return f'<div class="players">{"".join(cells)}</div>'
 
 
+def _other_vocoders(workdir: Workdir, report: dict) -> str:
+    """Players and main metrics of the same grown note (and ceiling) through the companion
+    vocoder, beside the run's own."""
+    others = report.get("other_vocoders") or {}
+    if not others:
+        return ""
+    parts = []
+    for name, entry in others.items():
+        cells = []
+        for file, label in zip(entry["files"], ("generated", "ceiling"), strict=True):
+            path = workdir.file(file)
+            if path.exists():
+                scores = ", ".join(f"{key} {format_value(value)}"
+                                   for key, value in entry[label].items())
+                cells.append(f'<div class="player"><b>{label}, {html.escape(name)}</b>'
+                             f'<p class="muted">{scores}</p><audio controls preload="metadata" '
+                             f'data-name="{label}_{html.escape(name)}" '
+                             f'src="{_data_uri(path.read_bytes(), "audio/wav")}"></audio></div>')
+        parts.append(f'<div class="players">{"".join(cells)}</div>')
+    return (f"<p>The same grown note, and the recording's own log-mel, through "
+            f"{', '.join(others)} (the run's vocoder is {html.escape(report['vocoder'])}):</p>"
+            + "".join(parts))
+
+
 def _metrics_table(report: dict) -> str:
     head = "".join(f"<th>{label}</th>" for _, label in SECTIONS)
     rows = []
@@ -261,7 +285,7 @@ def render_page(workdir: str | os.PathLike) -> str:
         f"spectrum held still) {format_value(report['static_baseline']['mel_l1_db'])} dB; "
         f"temporal gain {format_value(report['temporal_gain'])}x. A good model sits near the "
         "ceiling and far below the baseline.</p>",
-        "<h2>Listen</h2>", _players(workdir),
+        "<h2>Listen</h2>", _players(workdir), _other_vocoders(workdir, report),
         "<h2>Look: target against generated</h2>",
         '<p class="muted">Waveforms and RMS envelopes (top); log-mel spectrograms of both '
         "waveforms on one dB scale, and their difference (bottom). The mean |difference| is "

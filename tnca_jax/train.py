@@ -381,8 +381,11 @@ def compile_program(config: ml_collections.ConfigDict, mesh: Mesh,
                         span_db=span_db)
 
 
-def plan_training(config: ml_collections.ConfigDict, target: Target) -> TrainProgram:
-    """The train program of `config` on one recording, `target` (see `compile_program`)."""
+def plan_training(config: ml_collections.ConfigDict, target: Target, *,
+                  vocoder: Callable[[jax.Array], jax.Array] | None = None) -> TrainProgram:
+    """The train program of `config` on one recording, `target` (see `compile_program`);
+    `vocoder`: the differentiable vocoder the audio losses render through (see
+    `tnca_jax.losses.TncaTarget`)."""
     mesh = data_mesh(config.train)
     normalized = target.normalized
 
@@ -391,7 +394,7 @@ def plan_training(config: ml_collections.ConfigDict, target: Target) -> TrainPro
                                   band_level=normalized.mean(axis=-1),
                                   n_values=target.representation.n_values, mesh=mesh)
 
-    tnca_target = TncaTarget.create(normalized, target.representation, target.audio)
+    tnca_target = TncaTarget.create(normalized, target.representation, target.audio, vocoder)
     return compile_program(
         config, mesh, init,
         lambda graphdef: make_train_step(graphdef, config, tnca_target, mesh=mesh),
