@@ -19,6 +19,10 @@ Modes (--mode), each in --workdir:
 
 configs/vocoder.py (config.job = "vocoder") trains that music vocoder instead (mode train):
   python main.py --config=configs/vocoder.py:quick --workdir=runs/voc
+configs/instruments.py (config.job = "timbre") trains one TNCA on many notes of several
+instruments; its generate and growth modes grow any pitch, blend or glide:
+  python main.py --config=configs/instruments.py:quick --workdir=runs/timbre
+  ... --mode=generate --config.generate.instrument=violin:0.7,flute:0.3 --config.generate.pitch=Bb4
 
 Progress and one line per stage go to stderr, the JSON summary to stdout. Bad input stops
 with one "error:" line and exit status 2 (--debug shows the traceback).

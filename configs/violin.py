@@ -12,6 +12,8 @@ Another representation (`mel` is the default; see tnca_jax.representations), e.g
 and instantaneous frequency with the audio-domain loss, at full size or quick:
   python main.py --config=configs/violin.py:mag_if --workdir=runs/violin_mag_if
   python main.py --config=configs/violin.py:quick,mag_if --workdir=runs/violin_mag_if_quick
+The shipped music vocoder, trained through (the audio loss on its differentiable audio):
+  python main.py --config=configs/violin.py:quick,music --workdir=runs/violin_music
 
 Several devices (TPU cores, GPUs): training splits each batch and the sample pool over all of
 `jax.devices()` and replicates the model, so batch_size and pool_size must be multiples of the
@@ -31,7 +33,7 @@ import ml_collections
 DATA = Path(__file__).resolve().parent.parent / "data"
 
 
-VARIANTS = ("quick", "mel", "stft", "mag_if")
+VARIANTS = ("quick", "mel", "stft", "mag_if", "music")
 # Audio loss weight of the stft and mag_if variants: the multi-resolution STFT distance (about
 # 1 to 4) against the weighted L1 to the target (about 0.02 to 0.1). The best measured at the
 # quick budget (README, bench/representations.py): mag_if at 0.05 inflates its magnitude to
@@ -41,8 +43,10 @@ AUDIO_WEIGHTS = {"mel": 0.05, "stft": 0.05, "mag_if": 0.01}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """`arg`: comma-separated variants: "quick" for the CPU smoke size, and a representation
-    ("mel", "stft" or "mag_if"; the latter two with the audio-domain loss). None: full, mel."""
+    """`arg`: comma-separated variants: "quick" for the CPU smoke size, a representation
+    ("mel", "stft" or "mag_if"; the latter two with the audio-domain loss), and "music": the
+    log-mel rendered by the shipped music vocoder, trained through it (the audio-domain loss on
+    the network's differentiable audio). None: full, mel, Griffin-Lim."""
     variants = [v for v in (arg or "").split(",") if v]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -125,4 +129,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.train.audio_weight = AUDIO_WEIGHTS[config.representation]
         if "quick" not in variants:
             config.train.iterations = 1000
+    if "music" in variants:
+        if config.representation != "mel":
+            raise ValueError("config variant 'music' renders a log-mel: combine it with mel "
+                             "or quick, not stft or mag_if")
+        config.vocoder = "music"
+        config.train.audio_weight = AUDIO_WEIGHTS["mel"]
     return config

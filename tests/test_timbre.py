@@ -214,7 +214,11 @@ def test_a_blend_mixes_what_each_instrument_grows_and_a_note_ignores_its_batch(
         timbre.note_spec(run, {"violin": 0.3, "flute": 0.7}, 70, frames),
         timbre.note_spec(run, "violin", 70, frames, glide_to="flute")], steps=16, num_stages=2,
         seed=0)
-    np.testing.assert_allclose(mix, 0.3 * violin + 0.7 * flute, rtol=1e-5, atol=1e-4)
+    power = 0.3 * np.exp(violin) + 0.7 * np.exp(flute)  # ln of a power mel: a crossfade
+    np.testing.assert_allclose(mix, np.log(np.maximum(power, CONTRACT.log_floor)), rtol=1e-5,
+                               atol=1e-4)
+    assert np.all(mix <= np.maximum(violin, flute) + 1e-4)
+    assert np.all(mix >= np.minimum(violin, flute) - 1e-4)
     np.testing.assert_allclose(glide[..., 0], violin[..., 0], atol=1e-4)  # starts as a violin
     np.testing.assert_allclose(glide[..., -1], flute[..., -1], atol=1e-4)  # ends as a flute
     [alone] = timbre.grow_notes(run, [timbre.note_spec(run, "violin", 70, frames)], steps=16,

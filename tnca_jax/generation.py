@@ -20,7 +20,6 @@ from flax import nnx
 from tnca_jax.audio import fit_full_scale
 from tnca_jax.checks import check_growth, check_refinement
 from tnca_jax.contract import SpectralContract, measuring_contract
-from tnca_jax.errors import MissingFileError
 from tnca_jax.inverse import Inverse, load_inverse
 from tnca_jax.model import TNCA, grow_stages
 from tnca_jax.refine import Refinement, Selection, postprocess, select
@@ -30,7 +29,7 @@ from tnca_jax.representations import (
     get_representation,
 )
 from tnca_jax.target import Target, load_target
-from tnca_jax.train import create_train_state, restore, restore_newest
+from tnca_jax.train import create_train_state, restore_for_use
 from tnca_jax.workdir import Workdir, WorkdirError
 
 
@@ -135,20 +134,7 @@ def load_run(workdir_or_checkpoint: str | os.PathLike) -> TrainedRun:
     graphdef, train_state, pool = create_train_state(run.config, representation.n_bins,
                                                      run.n_frames,
                                                      n_values=representation.n_values)
-    checkpoints = workdir.checkpoints(create=False)
-    try:
-        steps = checkpoints.steps()
-        if not steps:
-            raise MissingFileError(f"{workdir} has no checkpoint yet: train first")
-        if step is None:
-            step, _ = restore_newest(checkpoints, train_state, pool)
-        elif step in steps:
-            restore(checkpoints, step, train_state, pool)
-        else:
-            raise MissingFileError(f"{workdir} has no checkpoint {step}; it has "
-                                   f"{', '.join(map(str, steps))}")
-    finally:
-        checkpoints.close()
+    step = restore_for_use(workdir, step, train_state, pool)
     model, _ = nnx.merge(graphdef, train_state)
     return TrainedRun(workdir=workdir, config=run.config, representation=representation,
                       n_frames=run.n_frames, model=model, step=step)

@@ -35,7 +35,7 @@ from tnca_jax.conditioning import (
     pitch_to_midi,
 )
 from tnca_jax.contract import SpectralContract, measuring_contract
-from tnca_jax.errors import ConfigError, MissingFileError
+from tnca_jax.errors import ConfigError
 from tnca_jax.inverse import Inverse, load_inverse
 from tnca_jax.model import TNCA, NoteCondition, grow, grow_stages
 from tnca_jax.note_set import Note, NoteSet
@@ -46,7 +46,7 @@ from tnca_jax.representations import (
     get_representation,
 )
 from tnca_jax.timbre_train import restorable_state
-from tnca_jax.train import restore, restore_newest
+from tnca_jax.train import restore_for_use
 from tnca_jax.workdir import Workdir, WorkdirError
 
 NOTE_METRICS = ("mel_l1_db", "mrstft", "rms_ratio", "f0_error_cents")
@@ -95,20 +95,7 @@ def load_timbre_run(workdir_or_checkpoint: str | os.PathLike) -> TimbreRun:
     instruments = tuple(run.timbre["instruments"])
     graphdef, train_state, pool = restorable_state(run.config, representation,
                                                    len(instruments), run.n_frames)
-    checkpoints = workdir.checkpoints(create=False)
-    try:
-        steps = checkpoints.steps()
-        if not steps:
-            raise MissingFileError(f"{workdir} has no checkpoint yet: train first")
-        if step is None:
-            step, _ = restore_newest(checkpoints, train_state, pool)
-        elif step in steps:
-            restore(checkpoints, step, train_state, pool)
-        else:
-            raise MissingFileError(f"{workdir} has no checkpoint {step}; it has "
-                                   f"{', '.join(map(str, steps))}")
-    finally:
-        checkpoints.close()
+    step = restore_for_use(workdir, step, train_state, pool)
     model, _ = nnx.merge(graphdef, train_state)
     return TimbreRun(workdir=workdir, config=run.config, representation=representation,
                      instruments=instruments, notes=tuple(run.timbre["notes"]),
@@ -204,7 +191,7 @@ def pure_notes(run: TimbreRun, requests: Sequence[NoteSpec]
     """The notes of single instruments that `requests` are made of: a note of one instrument
     is itself; a blend or a glide is its instruments' notes (same pitch, length and seed),
     mixed frame by frame with their weights. The model only ever grows notes of the
-    instruments it was trained on; a morph mixes what they grow (`blend`). Each part takes
+    instruments it was trained on; a morph crossfades what they grow (`blend`). Each part takes
     the request's loudness, or its own instrument's (`instrument_loudness`) when none is
     given."""
     pure, blends = [], []
@@ -222,11 +209,20 @@ def pure_notes(run: TimbreRun, requests: Sequence[NoteSpec]
     return pure, blends
 
 
-def blend(grids: np.ndarray, parts: Blend) -> np.ndarray:
-    """Normalised grids [N, ..., T] of pure notes -> their mix [..., frames]: each frame the
-    weighted sum of the parts' (log-scale) values, a morph of their spectra."""
+def blend(features: np.ndarray, parts: Blend, contract: SpectralContract) -> np.ndarray:
+    """Native grids [N, ..., T] (the contract's log scale) of pure notes -> their mix
+    [..., frames]: each frame the weighted sum of the parts' linear spectra (power or
+    magnitude, as the contract's), logged again. A crossfade of what each instrument grows:
+    its brightness (spectral centroid) and its harmonic-to-noise ratio lie between the
+    parts' and move monotonically with the weight, which a mix of log values does not
+    guarantee (their geometric mean can be darker than either part). A single part is
+    itself."""
     frames = len(parts[0][1])
-    return sum(grids[index][..., :frames] * weights for index, weights in parts)
+    if len(parts) == 1 and np.all(parts[0][1] == 1.0):
+        return features[parts[0][0]][..., :frames]
+    linear = sum(np.asarray(contract.from_log(jnp.asarray(features[index][..., :frames])))
+                 * weights for index, weights in parts)
+    return np.asarray(contract.to_log(jnp.asarray(linear)))
 
 
 def grow_notes(run: TimbreRun, requests: Sequence[NoteSpec], *, steps: int,
@@ -239,8 +235,8 @@ def grow_notes(run: TimbreRun, requests: Sequence[NoteSpec], *, steps: int,
     shown = np.asarray(jnp.moveaxis(_grow_notes(params, condition, jax.random.key(seed),
                                                 graphdef=graphdef, steps=steps,
                                                 num_stages=num_stages), 1, 0))
-    return [np.asarray(run.representation.from_unit(jnp.asarray(blend(shown, parts))))
-            for parts in blends]
+    features = np.asarray(run.representation.from_unit(jnp.asarray(shown)))
+    return [blend(features, parts, run.contract) for parts in blends]
 
 
 def centred_hole(frames: int, grid_frames: int, fraction: float) -> np.ndarray:
@@ -264,8 +260,8 @@ def regrow_notes(run: TimbreRun, requests: Sequence[NoteSpec], *, erase_fraction
     graphdef, params = nnx.split(run.model)
     grids = np.asarray(_regrow(params, condition, jax.random.key(seed), hole,
                                graphdef=graphdef, erase_at=erase_at, steps=steps))
-    return [tuple(np.asarray(run.representation.from_unit(jnp.asarray(blend(stage, parts))))
-                  for stage in grids) for parts in blends]
+    features = np.asarray(run.representation.from_unit(jnp.asarray(grids)))
+    return [tuple(blend(stage, parts, run.contract) for stage in features) for parts in blends]
 
 
 def render_features(inverse: Inverse, features: Sequence[np.ndarray]) -> list[np.ndarray]:

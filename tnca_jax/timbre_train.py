@@ -49,6 +49,7 @@ from tnca_jax.train import (
     TrainProgram,
     compile_program,
     data_mesh,
+    keep_if_finite,
     make_optimizer,
     shardings,
 )
@@ -256,12 +257,8 @@ def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
 
         (loss, (grown, grid_l1)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         optimizer.update(model, grads)
-        updated = nnx.state((model, optimizer))
-        finite = jnp.isfinite(loss) & jnp.all(jnp.array(
-            [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((grads, updated))
-             if jnp.issubdtype(x.dtype, jnp.inexact)]))
-        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated,
-                                 train_state)
+        finite, new_state = keep_if_finite(loss, grads, nnx.state((model, optimizer)),
+                                           train_state)
         new_pool = NotePool(pool.states.at[index].set(jnp.where(finite, grown, pool.states[index])),
                             pool.notes)
         living = jnp.sum((grown[..., ALPHA] > ALIVE_THRESHOLD) * condition.mask[:, None]) / cells

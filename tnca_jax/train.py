@@ -48,7 +48,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from tnca_jax.checks import check_sharding
-from tnca_jax.errors import ConfigError, UserError, warn
+from tnca_jax.errors import ConfigError, MissingFileError, UserError, warn
 from tnca_jax.losses import LossWeights, TncaTarget, spectrogram_loss, tnca_loss
 from tnca_jax.model import ALIVE_THRESHOLD, ALPHA, TNCA, grow
 from tnca_jax.target import Target
@@ -243,13 +243,9 @@ def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
 
         (loss, (grown, grid_l1)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         optimizer.update(model, grads)
-        updated = nnx.state((model, optimizer))
-        finite = jnp.isfinite(loss) & jnp.all(jnp.array(
-            [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((grads, updated))
-             if jnp.issubdtype(x.dtype, jnp.inexact)]))
         # A non-finite step is rejected: state and pool stay as they were.
-        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated,
-                                 train_state)
+        finite, new_state = keep_if_finite(loss, grads, nnx.state((model, optimizer)),
+                                           train_state)
         new_pool = pool.at[index].set(jnp.where(finite, grown, pool[index]))
         metrics = {
             "loss": loss,
@@ -308,6 +304,39 @@ def restore_newest(checkpoints: Checkpoints, train_state: nnx.State, pool: jax.A
     step, tree = restored
     nnx.replace_by_pure_dict(train_state, tree["train_state"])
     return step, tree["pool"]
+
+
+def restore_for_use(workdir: Workdir, step: int | None, train_state: nnx.State,
+                    pool: jax.Array) -> int:
+    """Load checkpoint `step` of `workdir` (None: the newest intact one, damaged ones skipped
+    and left in place) into `train_state`, for generation; returns the step loaded. Raises
+    MissingFileError (one line) when there is no checkpoint, or not that one."""
+    checkpoints = workdir.checkpoints(create=False)
+    try:
+        steps = checkpoints.steps()
+        if not steps:
+            raise MissingFileError(f"{workdir} has no checkpoint yet: train first")
+        if step is None:
+            step, _ = restore_newest(checkpoints, train_state, pool)
+        elif step in steps:
+            restore(checkpoints, step, train_state, pool)
+        else:
+            raise MissingFileError(f"{workdir} has no checkpoint {step}; it has "
+                                   f"{', '.join(map(str, steps))}")
+    finally:
+        checkpoints.close()
+    return step
+
+
+def keep_if_finite(loss: jax.Array, grads: Any, updated: nnx.State, train_state: nnx.State
+                   ) -> tuple[jax.Array, nnx.State]:
+    """(finite, the state to carry on with): `updated` when the loss, every gradient and
+    every updated value are finite, else `train_state` as it was (the step is rejected)."""
+    finite = jnp.isfinite(loss) & jnp.all(jnp.array(
+        [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((grads, updated))
+         if jnp.issubdtype(x.dtype, jnp.inexact)]))
+    return finite, jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated,
+                                train_state)
 
 
 # ------------------------------------------------------------------------ memory
