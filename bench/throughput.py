@@ -31,10 +31,14 @@ model, its randomness and its gradients are the same):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import platform
 import resource
 import statistics
 import time
+from pathlib import Path
 
 import jax
 
@@ -56,6 +60,15 @@ def _time(fn, iterations: int, sync) -> float:
         sync(fn())
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def cpu_model() -> str:
+    """The host CPU's model name (ratios between frameworks differ between CPU models)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def flops_per_cell_step(channels: int, hidden: int, fire_rate: float = 0.5) -> float:
@@ -176,7 +189,7 @@ def main() -> None:
     size = {"bands": args.bands, "frames": args.frames, "batch": args.batch,
             "steps": args.steps, "channels": args.channels, "hidden": args.hidden,
             "device": str(jax.devices()[0].device_kind), "devices": jax.device_count(),
-            "jax": jax.__version__}
+            "cpu": cpu_model(), "host_cores": os.cpu_count(), "jax": jax.__version__}
     if not args.no_torch:
         import torch
 
