@@ -49,6 +49,7 @@ from tnca_jax.train import (
     TrainProgram,
     compile_program,
     data_mesh,
+    jit_train_step,
     keep_if_finite,
     make_optimizer,
     shardings,
@@ -205,7 +206,7 @@ def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
                     targets: NoteTargets, *, mesh: Mesh | None = None):
     """The jitted step: (train_state, pool) -> (train_state, pool, metrics), step n's
     randomness `fold_in(key(config.seed), n)`; with `mesh`, pool and batch split over it."""
-    replicated, split = (None, None) if mesh is None else shardings(mesh)
+    split = None if mesh is None else shardings(mesh)[1]
 
     def split_batch(x):
         return x if split is None else jax.lax.with_sharding_constraint(x, split)
@@ -266,14 +267,7 @@ def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
                    "finite": finite}
         return new_state, new_pool, metrics
 
-    def partitionable_step(train_state: nnx.State, pool: NotePool):
-        with jax.threefry_partitionable(True):
-            return train_step(train_state, pool)
-
-    if mesh is None:
-        return jax.jit(partitionable_step, donate_argnums=(0, 1))
-    return jax.jit(partitionable_step, donate_argnums=(0, 1),
-                   in_shardings=(replicated, split), out_shardings=(replicated, split, replicated))
+    return jit_train_step(train_step, mesh)
 
 
 def run_description(notes: NoteSet) -> dict:

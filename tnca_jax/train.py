@@ -209,7 +209,7 @@ def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
     count. With `mesh` (see `data_mesh`) the pool and batch are split over its devices, the
     rest replicated, and the step takes and returns them so.
     """
-    replicated, split = (None, None) if mesh is None else shardings(mesh)
+    split = None if mesh is None else shardings(mesh)[1]
 
     def split_batch(x: jax.Array) -> jax.Array:
         # Without the constraint XLA would gather pool rows into a replicated batch.
@@ -255,14 +255,22 @@ def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
         }
         return new_state, new_pool, metrics
 
-    def partitionable_step(train_state: nnx.State, pool: jax.Array):
-        # Pinned (jax's default since 0.5): each device draws only its own shard's random bits,
-        # and the bits are the same on any number of devices.
+    return jit_train_step(train_step, mesh)
+
+
+def jit_train_step(train_step: Callable, mesh: Mesh | None) -> Callable:
+    """`train_step(train_state, pool) -> (train_state, pool, metrics)` jitted with both inputs
+    donated; over `mesh`, the state and metrics replicated and the pool split. Its random
+    bits are drawn partitionably (jax's default since 0.5, pinned): each device draws only its
+    own shard's, and they are the same on any number of devices."""
+
+    def partitionable_step(train_state, pool):
         with jax.threefry_partitionable(True):
             return train_step(train_state, pool)
 
     if mesh is None:
         return jax.jit(partitionable_step, donate_argnums=(0, 1))
+    replicated, split = shardings(mesh)
     return jax.jit(partitionable_step, donate_argnums=(0, 1),
                    in_shardings=(replicated, split), out_shardings=(replicated, split, replicated))
 
