@@ -54,6 +54,7 @@ from tnca_jax.neural_vocoder import (
     overlap_add,
     save_weights,
 )
+from tnca_jax.train import keep_if_finite
 from tnca_jax.workdir import Workdir
 
 logger = logging.getLogger(__name__)
@@ -344,13 +345,9 @@ def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict):
 
         (loss, terms), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
         optimizer.update(model, grads)
-        updated = nnx.state((model, optimizer))
-        finite = jnp.isfinite(loss) & jnp.all(jnp.array(
-            [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(updated)
-             if jnp.issubdtype(x.dtype, jnp.inexact)]))
         # A non-finite step is skipped: the state stays as it was.
-        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated,
-                                 train_state)
+        finite, new_state = keep_if_finite(loss, grads, nnx.state((model, optimizer)),
+                                           train_state)
         return new_state, {"loss": loss, "finite": finite, **terms}
 
     return jax.jit(train_step, donate_argnums=(0,))
