@@ -4,15 +4,15 @@
   python -m bench.timbre_levels --size full --out bench/results/timbre_levels_full.jsonl
 
 For every held-out note of the timbre job's note set, the mel L1 (dB, floored 80 dB below the
-note's peak, as `NoteTargets.loss`) of four still spectra against the note's log-mel:
+note's peak, as `NoteTargets.loss`) of four levels against the note's log-mel:
   static     the note's own time-average (the static baseline: it knows the note),
-  fitted     the resting level the timbre model starts from (`timbre_train.fit_levels`:
-             least squares on pitch, loudness and time features), at the note's pitch,
   nearest    the nearest training note of the instrument (by pitch), its time-average at the
-             held-out note's loudness,
-  shifted    the same, moved along log-frequency by the pitch difference (harmonics aligned).
-A grown note's level comes from the fitted one; these rows bound what the level alone gives.
-One JSON line per note, then a summary of the means.
+             held-out note's loudness, held still,
+  prior      the note's prior (`conditioning.SpectrumPrior`: the training notes nearest below
+             and above, moved along log-frequency to its pitch), held still,
+  level      the resting level a grown note starts from: the prior plus the instrument's
+             envelope over the note (`timbre_train.fit_envelopes`).
+These bound what the level alone gives. One JSON line per note, then a summary of the means.
 """
 
 from __future__ import annotations
@@ -25,13 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs.instruments import get_config
-from tnca_jax.conditioning import row_frequencies_hz
 from tnca_jax.contract import get_contract
 from tnca_jax.note_set import load_note_set
 from tnca_jax.representations import get_representation
-from tnca_jax.timbre_train import TOP_DB, fit_levels
+from tnca_jax.timbre_train import TOP_DB, fit_envelopes
 
-ROWS = ("static", "fitted", "nearest", "shifted")
+ROWS = ("static", "nearest", "prior", "level")
 
 
 def floored_l1_db(unit: np.ndarray, level: np.ndarray, span_db: float) -> float:
@@ -49,8 +48,7 @@ def main() -> None:
     representation = get_representation(config.representation, get_contract(config.contract))
     notes = load_note_set(config.data, representation)
     span = representation.unit_span_db
-    log_centres = np.log2(np.maximum(row_frequencies_hz(representation.contract), 1.0))
-    base, pitch_weights, envelope = fit_levels(notes)
+    envelope = fit_envelopes(notes)
     units = {id(n): np.asarray(representation.to_unit(jnp.asarray(n.features)))[0]
              for n in notes.notes}
     lines = []
@@ -58,18 +56,13 @@ def main() -> None:
         i = notes.instruments.index(note.instrument)
         unit = units[id(note)]
         condition = notes.condition([note])
-        pitch = np.asarray(condition.pitch)[0]  # [F, P]
+        prior = np.asarray(condition.prior)[0, i, 0]  # [F]
         time = np.asarray(condition.time)[0, :unit.shape[-1]]  # [T, K]
-        fitted = (base[i, 0] + np.einsum("fp,fp->f", pitch, pitch_weights[i, 0]))[:, None] \
-            + envelope[i, 0] @ time.T
         mine = [n for n in notes.training if n.instrument == note.instrument]
         nearest = min(mine, key=lambda n: abs(n.midi - note.midi))
-        gain = (note.loudness_db - nearest.loudness_db) / span
-        mean = units[id(nearest)].mean(axis=-1) + gain
-        octaves = (note.midi - nearest.midi) / 12.0
-        shifted = np.interp(log_centres - octaves, log_centres, mean)
-        levels = {"static": unit.mean(axis=-1)[:, None], "fitted": fitted,
-                  "nearest": mean[:, None], "shifted": shifted[:, None]}
+        still = units[id(nearest)].mean(axis=-1) + (note.loudness_db - nearest.loudness_db) / span
+        levels = {"static": unit.mean(axis=-1)[:, None], "nearest": still[:, None],
+                  "prior": prior[:, None], "level": prior[:, None] + envelope[i, 0] @ time.T}
         line = {"note": Path(note.path).name, "instrument": note.instrument,
                 "midi": round(note.midi, 2), "nearest_midi": round(nearest.midi, 2),
                 **{f"{row}_mel_l1_db": round(floored_l1_db(unit, levels[row], span), 3)

@@ -4,6 +4,7 @@ length; labelling, conditioning, unseen pitches, morphs, glides and regrowth, on
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -79,11 +80,21 @@ def test_notes_are_labelled_from_their_names_or_by_pyin_and_split_by_pitch(tmp_p
     data = get_config("quick").data
     data.paths = (str(tmp_path),)
     notes = {n.name: n for n in load_note_set(data, MEL).notes}
-    assert notes["violin_C5.wav"].midi == 72 and notes["violin_C5.wav"].pitch_source == "name"
+    assert notes["violin_C5.wav"].midi == pytest.approx(72, abs=0.06)
+    assert notes["violin_C5.wav"].pitch_source == "name+pyin"
     assert notes["violin_A4.wav"].held_out and not notes["violin_C5.wav"].held_out
     labelled = notes["violin_take3.wav"]
     assert labelled.pitch_source == "pyin" and labelled.midi == pytest.approx(67, abs=0.2)
     assert labelled.loudness_db == pytest.approx(notes["violin_C5.wav"].loudness_db, abs=2)
+    # A note played 30 cents sharp keeps its name's note and gets pYIN's tuning; without
+    # data.tune, the name alone.
+    sf.write(tmp_path / "violin_D5.wav", tone(conditioning.midi_to_hz(74.3)), RATE)
+    sharp = {n.name: n for n in load_note_set(data, MEL).notes}["violin_D5.wav"]
+    assert sharp.midi == pytest.approx(74.3, abs=0.06) and sharp.pitch_source == "name+pyin"
+    data.tune = False
+    named = {n.name: n for n in load_note_set(data, MEL).notes}
+    assert named["violin_D5.wav"].midi == 74 and named["violin_D5.wav"].pitch_source == "name"
+    data.tune = True
     # Noise has no pitch: refused with one line naming the file and the fix.
     noise = np.random.default_rng(0).normal(0, 0.1, RATE).astype(np.float32)
     sf.write(tmp_path / "violin_breath.wav", noise, RATE)
@@ -138,6 +149,76 @@ def test_note_seeds_equal_the_single_note_seed_on_a_full_grid_and_respect_a_shor
     np.testing.assert_allclose(seeds[1, 0, [0, 4], 2], [0, 4 / 7])  # its own clock
 
 
+def tone_prior(notes: dict[str, list[float]], loudness: float = -20.0
+               ) -> conditioning.SpectrumPrior:
+    """The prior of harmonic tones (`tone`) at the MIDI pitches given per instrument."""
+    labels = [(name, midi) for name, pitches in notes.items() for midi in pitches]
+    spectra = np.stack([np.asarray(MEL.to_unit(MEL.features(jnp.asarray(
+        tone(conditioning.midi_to_hz(midi)))))).mean(axis=-1) for _, midi in labels])
+    return conditioning.SpectrumPrior(CONTRACT, MEL.unit_span_db,
+                                      tuple(name for name, _ in labels),
+                                      np.array([m for _, m in labels]),
+                                      np.full(len(labels), loudness), spectra)
+
+
+def test_the_prior_moves_the_nearest_notes_harmonics_to_an_unseen_pitch():
+    prior = tone_prior({"violin": [60.0, 64.0, 67.0], "flute": [72.0]})
+    own = prior.spectra[1]
+    spectrum, distance = prior.spectrum("violin", 64.0, -20.0)
+    np.testing.assert_allclose(spectrum, own, atol=1e-6)  # a note's own pitch: itself
+    assert distance == 0.0
+    # An unseen pitch: the tones below and above, moved to it, land much closer to its
+    # real spectrum than the nearest one held still.
+    truth = np.asarray(MEL.to_unit(MEL.features(jnp.asarray(tone(
+        conditioning.midi_to_hz(62.0)))))).mean(axis=-1)
+    drawn, distance = prior.spectrum("violin", 62.0, -20.0)
+    assert distance == 2.0
+    moved_error = np.abs(drawn - truth).mean()
+    assert moved_error < 0.5 * np.abs(prior.spectra[0] - truth).mean()
+    # Leaving a note out draws it from its neighbours; an instrument's only note stays.
+    left_out, distance = prior.spectrum("violin", 64.0, -20.0, exclude=1)
+    assert distance == 3.0 and not np.allclose(left_out, own)
+    assert np.abs(left_out - own).mean() < 0.5 * np.abs(prior.spectra[0] - own).mean()
+    alone, distance = prior.spectrum("flute", 72.0, -20.0, exclude=3)
+    np.testing.assert_allclose(alone, prior.spectra[3], atol=1e-6)
+    # 6 dB louder lifts value 0 by 6 dB of the unit span.
+    louder, _ = prior.spectrum("violin", 64.0, -14.0)
+    np.testing.assert_allclose(louder - own, 6.0 / MEL.unit_span_db, atol=1e-6)
+    # Beyond the highest note: the nearest alone, moved; run.json keeps the table.
+    high, distance = prior.spectrum("violin", 70.0, -20.0)
+    assert distance == 3.0
+    table = json.loads(json.dumps(prior.to_dict()))
+    labels = [{"instrument": i, "midi": m, "loudness_db": v}
+              for i, m, v in zip(prior.instrument, prior.midi, prior.loudness_db, strict=True)]
+    again = conditioning.SpectrumPrior.from_dict(CONTRACT, labels, table)
+    np.testing.assert_allclose(again.spectrum("violin", 70.0, -20.0)[0], high, atol=1e-4)
+    with pytest.raises(ValueError, match="no training note of 'oboe'"):
+        prior.spectrum("oboe", 60.0, -20.0)
+
+
+def test_a_notes_condition_carries_its_prior_and_the_priors_distance():
+    prior = tone_prior({"violin": [60.0, 64.0], "flute": [72.0]})
+    condition = conditioning.note_condition(
+        CONTRACT, ("flute", "violin"), [conditioning.NoteSpec("violin", 64.0, -20.0, 10),
+                                        conditioning.NoteSpec("violin", 62.0, -20.0, 10)], 12,
+        prior, exclude=[1, None])
+    assert condition.prior.shape == (2, 2, 1, CONTRACT.n_mels)
+    np.testing.assert_allclose(condition.prior[0, 1], prior.spectrum("violin", 64.0, -20.0,
+                                                                     exclude=1)[0])
+    np.testing.assert_allclose(condition.prior[1, 0], prior.spectrum("flute", 62.0, -20.0)[0])
+    distances = np.asarray(condition.pitch[:, :, -1])
+    np.testing.assert_allclose(distances, [[4 / 12] * CONTRACT.n_mels,
+                                           [2 / 12] * CONTRACT.n_mels])
+
+
+def test_the_pool_grows_every_note_with_its_own_and_its_left_out_prior():
+    targets = timbre_train.pool_targets(256, 10, 0.5)
+    assert targets.shape == (256,) and set(targets) == set(range(20))
+    assert np.mean(targets >= 10) == pytest.approx(0.5, abs=0.05)
+    assert set(timbre_train.pool_targets(256, 10, 0.0)) == set(range(10))
+    assert set(timbre_train.pool_targets(256, 10, 1.0)) == set(range(10, 20))
+
+
 def conditioned_model() -> tuple[TNCA, conditioning.NoteCondition]:
     model = TNCA(CONTRACT.n_mels, channels=8, hidden=16, instruments=2,
                  pitch_features=conditioning.PITCH_FEATURES,
@@ -150,7 +231,8 @@ def conditioned_model() -> tuple[TNCA, conditioning.NoteCondition]:
         CONTRACT, ("flute", "violin"),
         [conditioning.NoteSpec("violin", 72.0, -20.0, 30),
          conditioning.NoteSpec({"violin": 0.5, "flute": 0.5}, 60.0, -30.0, 20),
-         conditioning.NoteSpec("flute", 60.0, -30.0, 20)], 30)
+         conditioning.NoteSpec("flute", 60.0, -30.0, 20)], 30,
+        tone_prior({"violin": [72.0], "flute": [60.0]}))
     return model, condition
 
 
@@ -263,6 +345,35 @@ def test_an_erased_block_of_frames_regrows(timbre_workdir):
     assert result.stages.shape[0] == 3 and result.stage_steps == [24, 8, 24]
 
 
+def test_a_run_keeps_its_prior_and_one_trained_without_a_prior_is_refused(timbre_workdir,
+                                                                          tmp_path):
+    run = timbre.load_timbre_run(timbre_workdir)
+    notes = load_note_set(tiny_timbre_config().data, MEL)
+    np.testing.assert_allclose(run.prior.spectra, notes.prior.spectra, atol=1e-5)
+    assert run.prior.instrument == tuple(n.instrument for n in notes.training)
+    # The envelope was fitted before training and training left it as it was.
+    np.testing.assert_allclose(run.model.conditioner.level_time[...],
+                               timbre_train.fit_envelopes(notes), atol=1e-6)
+    old = tmp_path / "old"
+    shutil.copytree(timbre_workdir, old)
+    description = json.loads((old / "run.json").read_text())
+    del description["timbre"]["prior"]
+    (old / "run.json").write_text(json.dumps(description))
+    with pytest.raises(UserError, match="without the spectrum prior; train it again"):
+        tnca_jax.generate(old, pitch="A4")
+
+
+def test_a_workdir_trained_on_other_notes_is_not_resumed(timbre_workdir):
+    from tnca_jax.modes import timbre_train_and_evaluate
+
+    config = tiny_timbre_config()
+    config.data.exclude = ("*phrase*", "*sulA.D5*")  # one training note fewer
+    before = sorted(p.name for p in (timbre_workdir / "checkpoints").iterdir())
+    with pytest.raises(UserError, match=r"training set \(5 notes there, 4 here\)"):
+        timbre_train_and_evaluate(config, timbre_workdir, progress=False)
+    assert sorted(p.name for p in (timbre_workdir / "checkpoints").iterdir()) == before
+
+
 def test_a_single_note_workdir_refuses_timbre_arguments(trained_workdir):
     with pytest.raises(ConfigError, match="single-note run: instrument, pitch"):
         tnca_jax.generate(trained_workdir, instrument="violin", pitch="A4")
@@ -295,4 +406,16 @@ def test_the_quick_config_is_the_documented_corpus():
     assert notes.instruments == ("flute", "violin")
     assert len(notes.training) == 10 and len(notes.held_out) == 4
     assert not any(n.held_out for n in notes.training)
-    assert timbre_train.fit_levels(notes)[0].shape == (2, 1, CONTRACT.n_mels)
+    assert timbre_train.fit_envelopes(notes).shape == (2, 1, CONTRACT.n_mels,
+                                                       conditioning.NOTE_TIME_FEATURES)
+    # Each training note is a target twice: with its own spectrum as its prior, and with the
+    # prior drawn from the other notes (as an unseen pitch's is).
+    targets = timbre_train.NoteTargets.create(notes)
+    assert targets.unit.shape[0] == 20
+    for k, note in enumerate(notes.training):
+        own = np.asarray(MEL.to_unit(jnp.asarray(note.features))).mean(axis=-1)
+        i = notes.instruments.index(note.instrument)
+        np.testing.assert_allclose(targets.condition.prior[k, i], own, atol=1e-5)
+        assert np.all(targets.condition.pitch[k, :, -1] == 0)
+        assert not np.allclose(targets.condition.prior[10 + k, i], own, atol=1e-3)
+        assert np.all(targets.condition.pitch[10 + k, :, -1] > 0)

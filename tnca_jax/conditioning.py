@@ -18,6 +18,9 @@ pitch and its length, as the arrays of a `tnca_jax.model.NoteCondition`.
 - Instrument: weights per frame over the model's instruments. The model grows notes of one
   instrument each (one-hot weights); `tnca_jax.timbre` makes a blend ({"violin": 0.7,
   "flute": 0.3}) or a glide from what they grow.
+- Prior: per instrument, the spectrum a note of that pitch and loudness is expected to have,
+  drawn from the training notes (`SpectrumPrior`): the cells' resting level starts there, and
+  each row is told how far (in pitch) the nearest training note it came from is.
 """
 
 from __future__ import annotations
@@ -37,13 +40,14 @@ from tnca_jax.model import NoteCondition, time_features
 
 OCTAVE_CENTRES = np.arange(-1.0, 7.0)  # RBF centres of log2(row frequency / f0)
 OCTAVE_WIDTH = 0.6
-PITCH_FEATURES = 1 + len(OCTAVE_CENTRES) + 2  # comb, octaves from f0, height, loudness
+PITCH_FEATURES = 1 + len(OCTAVE_CENTRES) + 3  # comb, octaves, height, loudness, prior distance
 LOUDNESS_REFERENCE_DB = -20.0  # the loudness feature is (level - this) / LOUDNESS_SCALE_DB
 LOUDNESS_SCALE_DB = 20.0
 POSITION_COSINES = 8
 EDGE_SECONDS = (0.03, 0.1, 0.3, 1.0)  # time constants of the onset and release features
 NOTE_TIME_FEATURES = POSITION_COSINES + 2 * len(EDGE_SECONDS)
 COMB_FLOOR = 0.05  # the comb's log is taken of comb + this (a row between two harmonics)
+PRIOR_DISTANCE_SCALE = 12.0  # the prior-distance feature is semitones / this (octaves)
 
 InstrumentSpec = str | Mapping[str, float]
 
@@ -109,7 +113,8 @@ def band_pitch_features(contract: SpectralContract, f0_hz: float, loudness: floa
        peak 1), / 3;
     1..8: exp(-(log2(row centre / f0) - c)^2 / (2 w^2)) for octave centres c = -1..6;
     9: log2(f0 / 440 Hz), the pitch height;
-    10: (loudness - LOUDNESS_REFERENCE_DB) / LOUDNESS_SCALE_DB.
+    10: (loudness - LOUDNESS_REFERENCE_DB) / LOUDNESS_SCALE_DB;
+    11: the prior's distance (0 here; `note_condition` sets it).
     """
     filters = row_filters(contract)
     filters = filters / np.maximum(filters.max(axis=1, keepdims=True), 1e-12)
@@ -120,8 +125,9 @@ def band_pitch_features(contract: SpectralContract, f0_hz: float, loudness: floa
     rbf = np.exp(-((octaves[:, None] - OCTAVE_CENTRES) ** 2) / (2 * OCTAVE_WIDTH**2))
     height = np.full((len(comb), 1), math.log2(f0_hz / 440.0))
     level = np.full((len(comb), 1), (loudness - LOUDNESS_REFERENCE_DB) / LOUDNESS_SCALE_DB)
-    return np.concatenate([np.log(COMB_FLOOR + comb)[:, None] / 3, rbf, height, level],
-                          axis=1).astype(np.float32)
+    distance = np.zeros((len(comb), 1))
+    return np.concatenate([np.log(COMB_FLOOR + comb)[:, None] / 3, rbf, height, level,
+                           distance], axis=1).astype(np.float32)
 
 
 def note_time_features(note_frames: int, grid_frames: int, frame_seconds: float
@@ -173,21 +179,99 @@ def instrument_weights(spec: InstrumentSpec, instruments: Sequence[str], note_fr
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class SpectrumPrior:
+    """The training notes' time-averaged spectra, from which the expected spectrum of any note
+    is drawn (`spectrum`). Row k is training note k: its instrument, pitch (MIDI), loudness
+    (dBFS) and mean over its frames, [n_values, rows] in the representation's [0, 1] units;
+    value 0 is the log magnitude spanning `span_db` dB."""
+
+    contract: SpectralContract
+    span_db: float
+    instrument: tuple[str, ...]
+    midi: np.ndarray
+    loudness_db: np.ndarray
+    spectra: np.ndarray
+
+    def to_dict(self) -> dict:
+        """The table as run.json keeps it (the notes' labels are stored beside it)."""
+        return {"span_db": self.span_db, "spectra": np.round(self.spectra, 5).tolist()}
+
+    @classmethod
+    def from_dict(cls, contract: SpectralContract, notes: Sequence[Mapping], table: Mapping
+                  ) -> SpectrumPrior:
+        """From run.json: `notes` the training notes' labels (`Note.to_dict`), in order."""
+        return cls(contract, float(table["span_db"]), tuple(n["instrument"] for n in notes),
+                   np.array([n["midi"] for n in notes], np.float64),
+                   np.array([n["loudness_db"] for n in notes], np.float64),
+                   np.asarray(table["spectra"], np.float32))
+
+    def _moved(self, k: int, midi: float, loudness: float) -> np.ndarray:
+        """Training note k's spectrum moved to pitch `midi` (along log-frequency, so that its
+        harmonics land on the new ones) and loudness `loudness` (value 0 only)."""
+        log_centres = np.log2(np.maximum(row_frequencies_hz(self.contract), 1.0))
+        octaves = (midi - self.midi[k]) / 12.0
+        moved = np.stack([np.interp(log_centres - octaves, log_centres, value)
+                          for value in self.spectra[k]])
+        moved[0] += (loudness - self.loudness_db[k]) / self.span_db
+        return moved.astype(np.float32)
+
+    def spectrum(self, instrument: str, midi: float, loudness: float,
+                 exclude: int | None = None) -> tuple[np.ndarray, float]:
+        """The expected time-averaged spectrum [n_values, rows] of a note of `instrument` at
+        `midi` and `loudness` (dBFS), and the distance in semitones to the nearest training
+        note it came from: the instrument's training notes nearest below and above the pitch,
+        each moved to it (`_moved`), mixed linearly in pitch (beyond the lowest or highest,
+        the nearest alone; at a training note's own pitch, that note). `exclude`: leave
+        training note k out (how training sees a pitch it has no note of); an instrument with
+        no other note keeps it."""
+        mine = [k for k, name in enumerate(self.instrument) if name == instrument]
+        if not mine:
+            raise ValueError(f"no training note of {instrument!r} in the prior")
+        others = [k for k in mine if k != exclude] or mine
+        below = [k for k in others if self.midi[k] <= midi]
+        above = [k for k in others if self.midi[k] > midi]
+        distance = float(min(abs(self.midi[k] - midi) for k in others))
+        if below and above:
+            low = max(below, key=lambda k: self.midi[k])
+            high = min(above, key=lambda k: self.midi[k])
+            weight = (midi - self.midi[low]) / (self.midi[high] - self.midi[low])
+            return ((1 - weight) * self._moved(low, midi, loudness)
+                    + weight * self._moved(high, midi, loudness)), distance
+        nearest = min(others, key=lambda k: abs(self.midi[k] - midi))
+        return self._moved(nearest, midi, loudness), distance
+
+
 def note_condition(contract: SpectralContract, instruments: Sequence[str],
-                   notes: Sequence[NoteSpec], grid_frames: int) -> NoteCondition:
-    """The condition of a batch of notes on a grid of `grid_frames` frames."""
+                   notes: Sequence[NoteSpec], grid_frames: int, prior: SpectrumPrior,
+                   exclude: Sequence[int | None] | None = None) -> NoteCondition:
+    """The condition of a batch of notes on a grid of `grid_frames` frames, their expected
+    spectra drawn from `prior` (`exclude[b]`: leave training note k out of note b's; see
+    `SpectrumPrior.spectrum`). The prior-distance feature is that of the note's starting
+    instrument(s), weighted."""
     frame_seconds = contract.hop_length / contract.sample_rate
     for note in notes:
         if not 1 <= note.frames <= grid_frames or note.loudness_db is None:
             raise ValueError(f"{note}: a note needs a loudness and to fit the "
                              f"{grid_frames}-frame grid")
+    exclude = [None] * len(notes) if exclude is None else list(exclude)
+    spectra, pitch = [], []
+    for note, left_out in zip(notes, exclude, strict=True):
+        drawn = [prior.spectrum(name, note.midi, note.loudness_db, left_out)
+                 for name in instruments]
+        spectra.append(np.stack([s for s, _ in drawn]))
+        distance = float(instrument_vector(note.instrument, instruments)
+                         @ np.array([d for _, d in drawn]))
+        features = band_pitch_features(contract, midi_to_hz(note.midi), note.loudness_db)
+        features[:, -1] = distance / PRIOR_DISTANCE_SCALE
+        pitch.append(features)
     return NoteCondition(
         instrument=jnp.asarray(np.stack([instrument_weights(n.instrument, instruments,
                                                             n.frames, grid_frames, n.glide_to)
                                          for n in notes])),
-        pitch=jnp.asarray(np.stack([band_pitch_features(contract, midi_to_hz(n.midi),
-                                                        n.loudness_db) for n in notes])),
+        pitch=jnp.asarray(np.stack(pitch)),
         time=jnp.asarray(np.stack([note_time_features(n.frames, grid_frames, frame_seconds)
                                    for n in notes])),
         mask=jnp.asarray(np.stack([(np.arange(grid_frames) < n.frames).astype(np.float32)
-                                   for n in notes])))
+                                   for n in notes])),
+        prior=jnp.asarray(np.stack(spectra)))

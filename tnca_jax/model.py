@@ -130,12 +130,15 @@ class NoteCondition(NamedTuple):
         (`conditioning.band_pitch_features`).
       time: [B, T, K] each frame's place in the note (`conditioning.note_time_features`).
       mask: [B, T] 1 on the note's frames, 0 after its end.
+      prior: [B, I, n_values, F] per instrument, the note's expected time-averaged spectrum
+        (normalised; `conditioning.SpectrumPrior`), where its resting level starts.
     """
 
     instrument: jax.Array
     pitch: jax.Array
     time: jax.Array
     mask: jax.Array
+    prior: jax.Array
 
     @property
     def note_frames(self) -> jax.Array:
@@ -166,6 +169,11 @@ class UpdateRule(nnx.Module):
                              self.out.kernel[...], self.out.bias[...])
 
 
+class FixedLevel(nnx.Variable):
+    """A level fitted before training that the optimizer (which trains `nnx.Param`s) leaves
+    as it is; saved and restored with the model."""
+
+
 class Conditioner(nnx.Module):
     """The learned maps of a conditioned TNCA: a `NoteCondition` -> every cell's context and
     every cell's resting level.
@@ -174,10 +182,13 @@ class Conditioner(nnx.Module):
     band_embedding[f] + pitch[b, f] @ pitch_map; time part time[b, t] @ time_map +
     instrument[b, t] @ instrument_embedding.
     Level (what a living cell shows when its value is 0, normalised): per instrument i,
-    level_i[v, f, t] = level_base[i, v, f] + pitch[b, f] @ level_pitch[i, v, f]
-    + time[b, t] @ level_time[i, v, f] (per row, a level that follows pitch and loudness, and
-    an envelope over the note), weighted by the frame's instrument weights (one-hot in
-    training and growth: `tnca_jax.timbre` morphs by mixing what single instruments grow).
+    level_i[v, f, t] = prior[b, i, v, f] + time[b, t] @ level_time[i, v, f] (the note's
+    expected spectrum and the instrument's envelope over a note, fitted before training and
+    then left as they are: `FixedLevel`), weighted by the frame's instrument weights (one-hot
+    in training and growth: `tnca_jax.timbre` morphs by mixing what single instruments grow).
+    The cells learn everything else. The level has no term fitted to the pitch features: one
+    fitted to a few notes extrapolates badly to a new pitch (20 dB off on a flute note five
+    semitones above its highest); the prior follows the pitch instead.
     """
 
     def __init__(self, instruments: int, pitch_features: int, time_features_count: int,
@@ -185,11 +196,8 @@ class Conditioner(nnx.Module):
         self.instrument_embedding = nnx.Param(jnp.zeros((instruments, hidden)))
         self.pitch_map = nnx.Param(jnp.zeros((pitch_features, hidden)))
         self.time_map = nnx.Param(jnp.zeros((time_features_count, hidden)))
-        self.level_base = nnx.Param(jnp.zeros((instruments, n_values, n_bands)))
-        self.level_pitch = nnx.Param(jnp.zeros((instruments, n_values, n_bands,
-                                                pitch_features)))
-        self.level_time = nnx.Param(jnp.zeros((instruments, n_values, n_bands,
-                                               time_features_count)))
+        self.level_time = FixedLevel(jnp.zeros((instruments, n_values, n_bands,
+                                                time_features_count)))
 
     def context(self, band_embedding: jax.Array, condition: NoteCondition) -> CellContext:
         frequency = band_embedding[None] + condition.pitch @ self.pitch_map[...]
@@ -199,11 +207,9 @@ class Conditioner(nnx.Module):
 
     def level(self, condition: NoteCondition) -> jax.Array:
         """[B, n_values, F, T] the resting level of every cell."""
-        spectrum = (self.level_base[...][None]
-                    + jnp.einsum("bfp,ivfp->bivf", condition.pitch, self.level_pitch[...]))
         envelope = jnp.einsum("btk,ivfk->bivft", condition.time, self.level_time[...])
         return jnp.einsum("bti,bivft->bvft", condition.instrument,
-                          spectrum[..., None] + envelope)
+                          condition.prior[..., None] + envelope)
 
 
 class TNCA(nnx.Module):

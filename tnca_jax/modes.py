@@ -392,6 +392,11 @@ def check_timbre_resumable(workdir: Workdir, config: ml_collections.ConfigDict,
     changed = [f"contract ({field} differs)"] if field else []
     if previous.n_frames != note_set.grid_frames:
         changed.append(f"grid ({previous.n_frames} frames there, {note_set.grid_frames} here)")
+    if "prior" not in previous.timbre:
+        changed.append("model version (trained without the spectrum prior)")
+    trained = sum(not n["held_out"] for n in previous.timbre["notes"])
+    if trained != len(note_set.training):
+        changed.append(f"training set ({trained} notes there, {len(note_set.training)} here)")
     if tuple(previous.timbre["instruments"]) != note_set.instruments:
         changed.append(f"instruments ({', '.join(previous.timbre['instruments'])} there, "
                        f"{', '.join(note_set.instruments)} here)")
@@ -548,7 +553,7 @@ def timbre_train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | 
         run = TimbreRun(workdir=workdir, config=config, representation=note_set.representation,
                         instruments=note_set.instruments,
                         notes=tuple(n.to_dict() for n in note_set.notes),
-                        grid_frames=note_set.grid_frames, model=model,
+                        prior=note_set.prior, grid_frames=note_set.grid_frames, model=model,
                         step=config.train.iterations)
         return timbre_render_and_report(config, run, note_set, inverse, console)
 

@@ -2,16 +2,19 @@
 with its instrument and pitch, trimmed, capped and turned into the representation it grows.
 
 Labels: the instrument is the file name's first word or its folder's name, the pitch the note
-name in the file name (`tnca_jax.corpus`); a file whose name holds no pitch gets pYIN's median
-f0 over its voiced frames, and one where pYIN hears no steady pitch either is refused, naming
-the file. The held-out split is the project-wide rule (pitch classes A, C#/Db and F,
-`tnca_jax.corpus.is_held_out`) or the files matching `data.held_out` globs.
+name in the file name (`tnca_jax.corpus`), tuned (with `data.tune`) to pYIN's median f0 when
+that lies within half a semitone of it: a recording played 30 cents sharp is labelled so; a
+file whose name holds no pitch gets pYIN's median f0 over its voiced frames, and one where
+pYIN hears no steady pitch either is refused, naming the file. The held-out split is the
+project-wide rule (pitch classes A, C#/Db and F of the named note, `tnca_jax.corpus.is_held_out`)
+or the files matching `data.held_out` globs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +25,13 @@ import numpy as np
 
 from tnca_jax import audio as audio_lib
 from tnca_jax import corpus, optional_metrics
-from tnca_jax.conditioning import NoteSpec, loudness_db, midi_to_hz, note_condition
+from tnca_jax.conditioning import (
+    NoteSpec,
+    SpectrumPrior,
+    loudness_db,
+    midi_to_hz,
+    note_condition,
+)
 from tnca_jax.errors import ConfigError, MissingFileError
 from tnca_jax.model import NoteCondition
 from tnca_jax.representations import Representation
@@ -43,8 +52,8 @@ class Note:
         and its file name).
       path: the audio file.
       instrument: instrument label.
-      midi: pitch as a MIDI number (fractional when it came from pYIN).
-      pitch_source: "name" or "pyin".
+      midi: pitch as a MIDI number (fractional when pYIN gave or tuned it).
+      pitch_source: "name", "name+pyin" (the name's note, pYIN's tuning) or "pyin".
       held_out: never trained on.
       loudness_db: its dynamic level (`tnca_jax.conditioning.loudness_db`).
       audio: mono float32 at the contract's rate, trimmed, capped, whole frames.
@@ -113,10 +122,26 @@ class NoteSet:
                 self.representation.to_unit(jnp.asarray(note.features)))
         return jnp.asarray(out)
 
-    def condition(self, notes: Sequence[Note]) -> NoteCondition:
-        """The notes' own conditions (their instrument, pitch, loudness and length)."""
+    @functools.cached_property
+    def prior(self) -> SpectrumPrior:
+        """The training notes' spectra, from which every note's expected spectrum is drawn."""
+        training = self.training
+        spectra = np.stack([np.asarray(self.representation.to_unit(jnp.asarray(n.features)))
+                            .mean(axis=-1) for n in training])
+        return SpectrumPrior(self.representation.contract, self.representation.unit_span_db,
+                             tuple(n.instrument for n in training),
+                             np.array([n.midi for n in training]),
+                             np.array([n.loudness_db for n in training]), spectra)
+
+    def condition(self, notes: Sequence[Note], *, leave_out: bool = False) -> NoteCondition:
+        """The notes' own conditions (their instrument, pitch, loudness and length, and their
+        prior). `leave_out`: a training note's prior is drawn without it, as that of a pitch
+        the model has no note of (`SpectrumPrior.spectrum`)."""
+        training = self.training
+        exclude = [next((k for k, t in enumerate(training) if t is n), None) if leave_out
+                   else None for n in notes]
         return note_condition(self.representation.contract, self.instruments,
-                              [n.spec for n in notes], self.grid_frames)
+                              [n.spec for n in notes], self.grid_frames, self.prior, exclude)
 
 
 def pyin_midi(audio: np.ndarray, sample_rate: int) -> float | None:
@@ -163,6 +188,10 @@ def load_note_set(data: ml_collections.ConfigDict, representation: Representatio
                                          trim_db=data.trim_db, max_seconds=data.max_seconds)
         audio = sound.audio[: contract.num_samples(contract.num_frames(len(sound.audio)))]
         midi, source = recording.midi, "name"
+        if midi is not None and data.get("tune", False):
+            played = pyin_midi(audio, contract.sample_rate)
+            if played is not None and abs(played - midi) < 0.5:
+                midi, source = played, "name+pyin"
         if midi is None:
             midi, source = pyin_midi(audio, contract.sample_rate), "pyin"
             if midi is None:
@@ -171,7 +200,8 @@ def load_note_set(data: ml_collections.ConfigDict, representation: Representatio
                     "violin_A4.wav, cello_m48.wav) and pYIN hears no steady pitch in it; "
                     "rename it or leave it out with --config.data.exclude")
         held_out = (_matches(recording.path, held_out_globs) if held_out_globs is not None
-                    else corpus.is_held_out(round(midi)))
+                    else corpus.is_held_out(round(midi) if recording.midi is None
+                                            else recording.midi))
         root = next((r for r in roots if r.is_dir() and recording.path.is_relative_to(r)), None)
         name = str(recording.path.relative_to(root) if root
                    else Path(recording.path.parent.name) / recording.path.name)

@@ -28,6 +28,7 @@ from tnca_jax.checks import check_growth
 from tnca_jax.conditioning import (
     InstrumentSpec,
     NoteSpec,
+    SpectrumPrior,
     instrument_vector,
     instrument_weights,
     midi_to_hz,
@@ -56,14 +57,15 @@ MORPH_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 @dataclasses.dataclass(frozen=True)
 class TimbreRun:
     """What a many-note workdir holds: its config, representation, instruments (in the model's
-    embedding order), the labels of the notes it saw and held out, its grid length and the
-    trained TNCA (at checkpoint `step`)."""
+    embedding order), the labels of the notes it saw and held out, the prior drawn from the
+    training notes' spectra, its grid length and the trained TNCA (at checkpoint `step`)."""
 
     workdir: Workdir
     config: ml_collections.ConfigDict
     representation: Representation
     instruments: tuple[str, ...]
     notes: tuple[dict, ...]
+    prior: SpectrumPrior
     grid_frames: int
     model: TNCA
     step: int
@@ -91,14 +93,20 @@ def load_timbre_run(workdir_or_checkpoint: str | os.PathLike) -> TimbreRun:
     if run.timbre is None:
         raise WorkdirError(f"{workdir} holds a single-note run, not a many-note (timbre) one; "
                            "generate from it without instrument or pitch")
+    if "prior" not in run.timbre:
+        raise WorkdirError(f"{workdir} was trained by a tnca_jax without the spectrum prior; "
+                           "train it again (or in a new workdir)")
     representation = get_representation(config_representation_name(run.config), run.contract)
     instruments = tuple(run.timbre["instruments"])
+    notes = tuple(run.timbre["notes"])
+    prior = SpectrumPrior.from_dict(run.contract, [n for n in notes if not n["held_out"]],
+                                    run.timbre["prior"])
     graphdef, train_state, pool = restorable_state(run.config, representation,
                                                    len(instruments), run.n_frames)
     step = restore_for_use(workdir, step, train_state, pool)
     model, _ = nnx.merge(graphdef, train_state)
     return TimbreRun(workdir=workdir, config=run.config, representation=representation,
-                     instruments=instruments, notes=tuple(run.timbre["notes"]),
+                     instruments=instruments, notes=notes, prior=prior,
                      grid_frames=run.n_frames, model=model, step=step)
 
 
@@ -142,7 +150,7 @@ def note_spec(run: TimbreRun, instrument: InstrumentSpec, pitch: str | float, fr
 
 def request_condition(run: TimbreRun, requests: Sequence[NoteSpec], grid_frames: int
                       ) -> NoteCondition:
-    return note_condition(run.contract, run.instruments, requests, grid_frames)
+    return note_condition(run.contract, run.instruments, requests, grid_frames, run.prior)
 
 
 def _each_note(function, condition: NoteCondition, *arrays: jax.Array) -> jax.Array:

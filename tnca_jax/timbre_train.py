@@ -3,8 +3,12 @@
 The model (`tnca_jax.model.TNCA` with `instruments` > 0) is told each note's instrument, pitch
 and length (`tnca_jax.model.NoteCondition`) and grows it on one grid as long as the longest
 note: frames past a shorter note's end stay dead and silent, so one compiled step serves every
-note. The sample pool holds grids of every training note (entry p grows note p mod N). Each
-step (one `jax.jit`, its PRNG key folded from the optimizer's step count inside it):
+note. Every training note is a target twice (`NoteTargets`): with its own spectrum as its prior
+(how a seen note is generated) and with the prior drawn from the other notes (how a pitch with
+no note of its own is), so the cells learn to correct a prior that is off. The sample pool
+holds grids of every target (`pool_targets`: a `train.left_out_share` of it grows the notes
+with their left-out priors). Each step (one `jax.jit`, its PRNG key folded from the optimizer's
+step count inside it):
 1. draws a batch from the pool, with each entry's note: its target, loss weights and
    condition; the worst of the batch is reseeded, and the `train.damage` best have a random
    block of frames (and, half the time, only a range of bands) erased, as Growing NCA damages
@@ -17,9 +21,11 @@ step (one `jax.jit`, its PRNG key folded from the optimizer's step count inside 
    `tnca_jax.train`, whose loop (`train`) runs this program: checkpoints, resume, retries at
    a lower rate, logs.
 
-Each instrument's level (`tnca_jax.model.Conditioner`) starts at the least-squares fit of its
-training notes (`fit_levels`): a spectrum as a function of pitch and loudness, and an
-envelope over the note per band; the cells learn what that leaves.
+A note's resting level (`tnca_jax.model.Conditioner`) is its prior
+(`tnca_jax.conditioning.SpectrumPrior`: the nearest training notes of its instrument moved to
+its pitch) plus each instrument's envelope over the note per band, fitted by least squares
+(`fit_envelopes`), plus learned corrections that start at zero; the cells learn what that
+leaves.
 """
 
 from __future__ import annotations
@@ -55,20 +61,22 @@ from tnca_jax.train import (
     shardings,
 )
 
-LEVEL_RIDGE = 1e-3  # ridge on the pitch weights of the level fit (few notes per instrument)
+LEVEL_RIDGE = 1e-3  # ridge on the envelope fit (few notes per instrument)
 
 
 class NotePool(NamedTuple):
-    """The sample pool: grids [P, F, T, C] and the training note each grows, [P] int32."""
+    """The sample pool: grids [P, F, T, C] and the target each grows (a row of
+    `NoteTargets`), [P] int32."""
 
     states: jax.Array
     notes: jax.Array
 
 
 class NoteTargets(NamedTuple):
-    """Every training note, stacked: targets [N, V, F, T] (normalised, silence past each
-    note's end), their loss weights [N, V, F, T] (zero past the end), conditions, and each
-    note's floor [N, V, 1, 1]: TOP_DB below its peak, where the loss stops telling levels
+    """Every training note twice (first with its own prior, then with the prior drawn without
+    it; `NoteSet.condition`), stacked: targets [2N, V, F, T] (normalised, silence past each
+    note's end), their loss weights [2N, V, F, T] (zero past the end), conditions, and each
+    note's floor [2N, V, 1, 1]: TOP_DB below its peak, where the loss stops telling levels
     apart (as mel_l1_db does: differences between two kinds of near-silence are not heard)."""
 
     unit: jax.Array
@@ -85,7 +93,12 @@ class NoteTargets(NamedTuple):
             weights[i, ..., :note.n_frames] = frequency_weights(unit[i, ..., :note.n_frames])
         floor = (jnp.max(unit, axis=(-2, -1), keepdims=True)
                  - TOP_DB / notes.representation.unit_span_db)
-        return cls(unit, jnp.asarray(weights), notes.condition(training), floor)
+        condition = jax.tree.map(lambda *x: jnp.concatenate(x),
+                                 notes.condition(training),
+                                 notes.condition(training, leave_out=True))
+        twice = (jnp.concatenate([x, x]) for x in (unit, jnp.asarray(weights), floor))
+        unit, weights, floor = twice
+        return cls(unit, weights, condition, floor)
 
     def loss(self, shown: jax.Array, notes: jax.Array) -> jax.Array:
         """Per-sample weighted L1 of grids [B, V, F, T] shown for `notes` [B], both floored."""
@@ -109,51 +122,48 @@ def _ridge_solve(design: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.linalg.solve(gram, design.T @ targets)
 
 
-def fit_levels(notes: NoteSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Least-squares resting levels of each instrument from its training notes, in two stages
-    per band f: the note's mean m_n[v, f] ~ base[i, v, f] + pitch_n[f] @ p[i, v, f], then what
-    is left over the note's frames ~ time_n[t] @ e[i, v, f] (the envelope); both ridge-
-    regularised (an instrument may have few notes). Returns (base [I, V, F], p [I, V, F, P],
-    e [I, V, F, K]) for `tnca_jax.model.Conditioner`."""
+def fit_envelopes(notes: NoteSet) -> np.ndarray:
+    """Each instrument's envelope over a note, per band: what is left of its training notes
+    once each note's own mean is taken away, ~ time_n[t] @ e[i, v, f] (least squares over all
+    their frames, ridge-regularised). Returns e [I, V, F, K] for
+    `tnca_jax.model.Conditioner.level_time`."""
     representation = notes.representation
-    n_values, n_bins = representation.n_values, representation.n_bins
-    count = len(notes.instruments)
-    base = np.zeros((count, n_values, n_bins), np.float32)
-    pitch_weights = np.zeros((count, n_values, n_bins, PITCH_FEATURES), np.float32)
-    envelope = np.zeros((count, n_values, n_bins, NOTE_TIME_FEATURES), np.float32)
-    condition = notes.condition(notes.training)
-    pitch, time = np.asarray(condition.pitch), np.asarray(condition.time)  # [N, F, P], [N, T, K]
+    envelope = np.zeros((len(notes.instruments), representation.n_values,
+                         representation.n_bins, NOTE_TIME_FEATURES), np.float32)
+    time = np.asarray(notes.condition(notes.training).time)  # [N, T, K]
     units = [np.asarray(representation.to_unit(jnp.asarray(n.features))) for n in notes.training]
     for i, instrument in enumerate(notes.instruments):
         mine = [k for k, n in enumerate(notes.training) if n.instrument == instrument]
         frames = np.concatenate([time[k, :units[k].shape[-1]] for k in mine])  # [M, K]
-        for v in range(n_values):
-            means = np.stack([units[k][v].mean(axis=-1) for k in mine])  # [n, F]
-            fitted = np.zeros_like(means)
-            for f in range(n_bins):
-                design = np.concatenate([np.ones((len(mine), 1)), pitch[mine, f]], axis=1)
-                solution = _ridge_solve(design, means[:, f:f + 1])[:, 0]
-                base[i, v, f], pitch_weights[i, v, f] = solution[0], solution[1:]
-                fitted[:, f] = design @ solution
-            left = np.concatenate([(units[k][v] - fitted[j][:, None]).T
-                                   for j, k in enumerate(mine)])  # [M, F]
+        for v in range(representation.n_values):
+            left = np.concatenate([(units[k][v] - units[k][v].mean(axis=-1, keepdims=True)).T
+                                   for k in mine])  # [M, F]
             envelope[i, v] = _ridge_solve(frames, left).T
-    return base, pitch_weights, envelope
+    return envelope
 
 
-def create_train_state(config: ml_collections.ConfigDict, notes: NoteSet, *,
-                       mesh: Mesh | None = None) -> tuple[nnx.GraphDef, nnx.State, NotePool]:
-    """Fresh (graphdef, model + optimizer state, pool): the levels fitted (`fit_levels`), the
-    pool seeded with every training note in turn."""
+def pool_targets(pool_size: int, notes: int, left_out_share: float) -> np.ndarray:
+    """[pool_size] int32 the target each pool entry grows (`NoteTargets` rows): every note in
+    turn, round after round; `left_out_share` of the rounds (spread evenly) with the notes'
+    left-out priors, the others with their own."""
+    entry = np.arange(pool_size)
+    round_ = entry // notes
+    left_out = np.floor((round_ + 1) * left_out_share) > np.floor(round_ * left_out_share)
+    return (entry % notes + notes * left_out).astype(np.int32)
+
+
+def create_train_state(config: ml_collections.ConfigDict, notes: NoteSet, targets: NoteTargets,
+                       *, mesh: Mesh | None = None
+                       ) -> tuple[nnx.GraphDef, nnx.State, NotePool]:
+    """Fresh (graphdef, model + optimizer state, pool): the envelopes fitted
+    (`fit_envelopes`), the pool seeded with every target (`NoteTargets`) in turn."""
     model = model_for(config, notes.representation, len(notes.instruments))
-    base, pitch_weights, envelope = fit_levels(notes)
-    model.conditioner.level_base[...] = jnp.asarray(base)
-    model.conditioner.level_pitch[...] = jnp.asarray(pitch_weights)
-    model.conditioner.level_time[...] = jnp.asarray(envelope)
+    model.conditioner.level_time[...] = jnp.asarray(fit_envelopes(notes))
     optimizer = nnx.Optimizer(model, make_optimizer(config.train), wrt=nnx.Param)
     graphdef, train_state = nnx.split((model, optimizer))
-    pool_notes = jnp.arange(config.train.pool_size, dtype=jnp.int32) % len(notes.training)
-    condition = jax.tree.map(lambda x: x[pool_notes], notes.condition(notes.training))
+    pool_notes = jnp.asarray(pool_targets(config.train.pool_size, len(notes.training),
+                                          config.train.get("left_out_share", 0.5)))
+    condition = jax.tree.map(lambda x: x[pool_notes], targets.condition)
     pool = NotePool(model.seed(notes.grid_frames, condition=condition), pool_notes)
     if mesh is not None:
         replicated, split = shardings(mesh)
@@ -271,9 +281,11 @@ def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
 
 
 def run_description(notes: NoteSet) -> dict:
-    """run.json's "timbre" section: the instruments (embedding order) and every note."""
+    """run.json's "timbre" section: the instruments (embedding order), every note and the
+    prior's table (the training notes' spectra, in the order of the training notes)."""
     return {"instruments": list(notes.instruments),
-            "notes": [note.to_dict() for note in notes.notes]}
+            "notes": [note.to_dict() for note in notes.notes],
+            "prior": notes.prior.to_dict()}
 
 
 def plan_training(config: ml_collections.ConfigDict, notes: NoteSet) -> TrainProgram:
@@ -283,7 +295,7 @@ def plan_training(config: ml_collections.ConfigDict, notes: NoteSet) -> TrainPro
     targets = NoteTargets.create(notes)
     representation = notes.representation
     return compile_program(
-        config, mesh, lambda: create_train_state(config, notes, mesh=mesh),
+        config, mesh, lambda: create_train_state(config, notes, targets, mesh=mesh),
         lambda graphdef: make_train_step(graphdef, config, targets, mesh=mesh),
         lambda workdir: workdir.write_run(config, representation.contract, notes.grid_frames,
                                           timbre=run_description(notes)),
