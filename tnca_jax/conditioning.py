@@ -26,6 +26,7 @@ pitch and its length, as the arrays of a `tnca_jax.model.NoteCondition`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -206,10 +207,15 @@ class SpectrumPrior:
                    np.array([n["loudness_db"] for n in notes], np.float64),
                    np.asarray(table["spectra"], np.float32))
 
+    @functools.cached_property
+    def _log_centres(self) -> np.ndarray:
+        """[rows] log2 of each row's centre frequency (Hz)."""
+        return np.log2(np.maximum(row_frequencies_hz(self.contract), 1.0))
+
     def _moved(self, k: int, midi: float, loudness: float) -> np.ndarray:
         """Training note k's spectrum moved to pitch `midi` (along log-frequency, so that its
         harmonics land on the new ones) and loudness `loudness` (value 0 only)."""
-        log_centres = np.log2(np.maximum(row_frequencies_hz(self.contract), 1.0))
+        log_centres = self._log_centres
         octaves = (midi - self.midi[k]) / 12.0
         moved = np.stack([np.interp(log_centres - octaves, log_centres, value)
                           for value in self.spectra[k]])
