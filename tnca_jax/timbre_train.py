@@ -24,8 +24,8 @@ step count inside it):
 A note's resting level (`tnca_jax.model.Conditioner`) is its prior
 (`tnca_jax.conditioning.SpectrumPrior`: the nearest training notes of its instrument moved to
 its pitch) plus each instrument's envelope over the note per band, fitted by least squares
-(`fit_envelopes`), plus learned corrections that start at zero; the cells learn what that
-leaves.
+(`fit_envelopes`); training leaves both as they are (`tnca_jax.model.FixedLevel`) and the
+cells learn what they leave.
 """
 
 from __future__ import annotations
@@ -96,8 +96,8 @@ class NoteTargets(NamedTuple):
         condition = jax.tree.map(lambda *x: jnp.concatenate(x),
                                  notes.condition(training),
                                  notes.condition(training, leave_out=True))
-        twice = (jnp.concatenate([x, x]) for x in (unit, jnp.asarray(weights), floor))
-        unit, weights, floor = twice
+        unit, weights, floor = (jnp.concatenate([x, x])
+                                for x in (unit, jnp.asarray(weights), floor))
         return cls(unit, weights, condition, floor)
 
     def loss(self, shown: jax.Array, notes: jax.Array) -> jax.Array:
