@@ -3,7 +3,6 @@
   python -m bench.timbre                               # configs/instruments.py:quick (CPU)
   python -m bench.timbre --size full                   # the full corpus (GPU)
   python -m bench.timbre --set train.iterations=3000 --out bench/results/timbre_quick.jsonl
-  python -m bench.timbre --single-from bench/results/timbre_quick.jsonl   # reuse that side
 
 Runs the timbre job (`tnca_jax.modes.timbre_train_and_evaluate`) in `<workdir>/timbre` (a
 workdir already trained there is only measured again), then, for every seen note it measured,
@@ -13,9 +12,7 @@ both sides train for the same number of iterations in all. Prints one JSON line 
 timbre model's and the single-note model's mel L1, MR-STFT, RMS ratio, f0 error and temporal
 gain, and their mel-L1 ratio), then a summary line: held-out and seen means, the mean ratio
 and the worst, the regrowth ratios and whether the morph moved monotonically. `--out` also
-writes the lines to a file. `--single-from` takes the single-note side from an earlier run's
-output instead of training it again (the same notes at the same iterations each; refused
-otherwise).
+writes the lines to a file.
 """
 
 from __future__ import annotations
@@ -72,18 +69,6 @@ def single_note_run(config, path: str, workdir: Path, iterations: int) -> dict:
             "temporal_gain": report["temporal_gain"]}
 
 
-def earlier_single(path: Path, budget: int) -> dict[str, dict]:
-    """The single-note results of an earlier output, by note name, if trained `budget`
-    iterations each."""
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
-    [summary] = [line for line in lines if line.get("summary")]
-    if summary["single_note_iterations_each"] != budget:
-        raise SystemExit(f"error: {path} trained its single-note models "
-                         f"{summary['single_note_iterations_each']} iterations each, not "
-                         f"{budget}")
-    return {line["note"]: line["single"] for line in lines if "single" in line}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=("quick", "full"), default="quick")
@@ -91,8 +76,6 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench_timbre"))
     parser.add_argument("--no-single", action="store_true",
                         help="measure the timbre model only")
-    parser.add_argument("--single-from", type=Path, default=None,
-                        help="an earlier output whose single-note results to reuse")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     config = apply(get_config("quick" if args.size == "quick" else None), args.set)
@@ -109,7 +92,6 @@ def main() -> None:
     timbre_seconds = time.perf_counter() - start
     seen = [r for r in report["notes"] if not r["held_out"]]
     budget = max(1, config.train.iterations // max(1, report["training_notes"]))
-    earlier = earlier_single(args.single_from, budget) if args.single_from else None
     lines = []
     for row in report["notes"]:
         line = {"note": row["name"], "instrument": row["instrument"], "midi": row["midi"],
@@ -117,9 +99,8 @@ def main() -> None:
                 "timbre": {k: row[k] for k in ("mel_l1_db", "mrstft", "rms_ratio",
                                                "f0_error_cents", "temporal_gain")}}
         if not row["held_out"] and not args.no_single:
-            single = (earlier[row["name"]] if earlier is not None else
-                      single_note_run(config, row["path"], args.workdir / f"single_{len(lines)}",
-                                      budget))
+            single = single_note_run(config, row["path"],
+                                     args.workdir / f"single_{len(lines)}", budget)
             line["single"] = single
             line["ratio_mel_l1"] = row["mel_l1_db"] / single["mel_l1_db"]
         lines.append(line)
