@@ -105,17 +105,18 @@ def loudness_db(audio: np.ndarray, contract: SpectralContract) -> float:
     return float(10 * np.log10(max(float(np.max(np.mean(frames**2, axis=-1))), 1e-12)))
 
 
-def band_pitch_features(contract: SpectralContract, f0_hz: float, loudness: float
-                        ) -> np.ndarray:
+def band_pitch_features(contract: SpectralContract, f0_hz: float, loudness: float,
+                        prior_distance: float = 0.0) -> np.ndarray:
     """[rows, PITCH_FEATURES] float32: each row's place relative to a note of f0 `f0_hz` at
-    level `loudness` (dBFS, `loudness_db`).
+    level `loudness` (dBFS, `loudness_db`), whose prior came from a training note
+    `prior_distance` semitones away (`SpectrumPrior.spectrum`).
 
     0: log(COMB_FLOOR + the harmonics' sum through the row's filter, each filter scaled to
        peak 1), / 3;
     1..8: exp(-(log2(row centre / f0) - c)^2 / (2 w^2)) for octave centres c = -1..6;
     9: log2(f0 / 440 Hz), the pitch height;
     10: (loudness - LOUDNESS_REFERENCE_DB) / LOUDNESS_SCALE_DB;
-    11: the prior's distance (0 here; `note_condition` sets it).
+    11: prior_distance / PRIOR_DISTANCE_SCALE.
     """
     filters = row_filters(contract)
     filters = filters / np.maximum(filters.max(axis=1, keepdims=True), 1e-12)
@@ -126,7 +127,7 @@ def band_pitch_features(contract: SpectralContract, f0_hz: float, loudness: floa
     rbf = np.exp(-((octaves[:, None] - OCTAVE_CENTRES) ** 2) / (2 * OCTAVE_WIDTH**2))
     height = np.full((len(comb), 1), math.log2(f0_hz / 440.0))
     level = np.full((len(comb), 1), (loudness - LOUDNESS_REFERENCE_DB) / LOUDNESS_SCALE_DB)
-    distance = np.zeros((len(comb), 1))
+    distance = np.full((len(comb), 1), prior_distance / PRIOR_DISTANCE_SCALE)
     return np.concatenate([np.log(COMB_FLOOR + comb)[:, None] / 3, rbf, height, level,
                            distance], axis=1).astype(np.float32)
 
@@ -268,9 +269,8 @@ def note_condition(contract: SpectralContract, instruments: Sequence[str],
         spectra.append(np.stack([s for s, _ in drawn]))
         distance = float(instrument_vector(note.instrument, instruments)
                          @ np.array([d for _, d in drawn]))
-        features = band_pitch_features(contract, midi_to_hz(note.midi), note.loudness_db)
-        features[:, -1] = distance / PRIOR_DISTANCE_SCALE
-        pitch.append(features)
+        pitch.append(band_pitch_features(contract, midi_to_hz(note.midi), note.loudness_db,
+                                         distance))
     return NoteCondition(
         instrument=jnp.asarray(np.stack([instrument_weights(n.instrument, instruments,
                                                             n.frames, grid_frames, n.glide_to)
