@@ -94,7 +94,6 @@ def test_notes_are_labelled_from_their_names_or_by_pyin_and_split_by_pitch(tmp_p
     data.tune = False
     named = {n.name: n for n in load_note_set(data, MEL).notes}
     assert named["violin_D5.wav"].midi == 74 and named["violin_D5.wav"].pitch_source == "name"
-    data.tune = True
     # Noise has no pitch: refused with one line naming the file and the fix.
     noise = np.random.default_rng(0).normal(0, 0.1, RATE).astype(np.float32)
     sf.write(tmp_path / "violin_breath.wav", noise, RATE)
