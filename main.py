@@ -1,31 +1,28 @@
-"""Train a TNCA on a recording, grow the note, render it and measure it against the recording.
+"""Train a TNCA, grow notes, render them and measure them against the recordings.
 
   python main.py --config=configs/violin.py:quick --workdir=runs/violin
 
-Configs are Python files returning an ml_collections ConfigDict (configs/violin.py); a
-":variant" after the file picks one (configs/violin.py:quick for a 2-core CPU). Override any
-value on the command line, e.g.:
-  --config.audio_path=/path/to/note.wav --config.train.iterations=2000
-  --config.generate.best_of=8 --config.vocoder=bigvgan --config.vocoder_path=<dir or hub id>
-  --config.vocoder=music (the shipped JAX vocoder, vocoders/music_vocoder.safetensors)
+Configs are Python files returning an ml_collections ConfigDict; its `job` says what it trains:
+  configs/violin.py       note: one TNCA on one recording
+  configs/instruments.py  instruments: one TNCA on many notes of several instruments
+  configs/vocoder.py      vocoder: the music vocoder
+A ":variant" after the file picks one (":quick" for a 2-core CPU). Override any value on the
+command line, e.g.:
+  --config.data.audio_path=/path/to/note.wav --config.train.iterations=2000
+  --config.generate.best_of=8 --config.vocoder=music
+  --config.generate.instrument=violin:0.7,flute:0.3 --config.generate.pitch=Bb4
 (python -c "from configs.violin import get_config; print(get_config())" lists them all.)
 
-Modes (--mode), each in --workdir:
-  train     train on the recording, then render, measure and write report.html (default)
+Modes (--mode), each in --workdir (the vocoder job has train only):
+  train     train, then render, measure and write report.html (default)
   evaluate  grow, render, measure and report a trained workdir again
   growth    growth.wav and growth.gif of a trained workdir: hear and watch it grow
-  ceiling   the vocoder on the recording's own features, before any training
-  generate  render a trained workdir with --config.vocoder (same contract)
-
-configs/vocoder.py (config.job = "vocoder") trains that music vocoder instead (mode train):
-  python main.py --config=configs/vocoder.py:quick --workdir=runs/voc
-configs/instruments.py (config.job = "timbre") trains one TNCA on many notes of several
-instruments; its generate and growth modes grow any pitch, blend or glide:
-  python main.py --config=configs/instruments.py:quick --workdir=runs/timbre
-  ... --mode=generate --config.generate.instrument=violin:0.7,flute:0.3 --config.generate.pitch=Bb4
+  ceiling   the vocoder on the recordings' own features, before any training
+  generate  render a trained workdir's note (instruments: generate's request) again
 
 Progress and one line per stage go to stderr, the JSON summary to stdout. Bad input stops
-with one "error:" line and exit status 2 (--debug shows the traceback).
+with one "error:" line and exit status 2 (--debug shows the traceback); Ctrl-C with one line
+and exit status 130, a rerun resuming from the last checkpoint.
 """
 
 import sys

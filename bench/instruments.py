@@ -1,14 +1,14 @@
-"""The TNCA on every instrument's notes: one main job per recording, measured as the job does.
+"""The TNCA on every instrument's notes: one note job per recording, measured as the job does.
 
   python -m bench.instruments                          # quick config, every note (CPU)
   python -m bench.instruments --size full              # configs/violin.py's full size (GPU)
   python -m bench.instruments --notes flute,trumpet --set model.hidden=96
 
-Runs `python main.py`'s training job (`tnca_jax.modes.train_and_evaluate`) on each recording
+Runs the note job's training mode (`tnca_jax.modes.train_and_evaluate`) on each recording
 of `NOTES` in `<workdir>/<note>` (a note already trained there is only measured again) with
 the shipped config and the `--set` overrides, and prints one JSON line per note: mel L1,
 temporal gain, MR-STFT, RMS ratio, pYIN f0 error, the ceiling's and the static baseline's
-mel L1, the grid size and the wall time of each stage; then a summary line (how many notes
+mel L1, the grid L1 and the wall time of each stage; then a summary line (how many notes
 beat the static baseline by 1.5x, the worst gain, the longest time). `--json` also writes the
 lines to a file.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 # name -> recording under data/ (no extension: .flac or .wav): single notes of every instrument
-# and source shipped, and the legato phrase; the cap (max_seconds, 4 s) cuts the longer ones.
+# and source shipped, and the legato phrase; the cap (data.max_seconds, 4 s) cuts the longer ones.
 NOTES = {
     "violin_A5_iowa": "iowa_mis/violin/Violin.arco.ff.sulE.A5.stereo",  # the shipped note
     "violin_G4_iowa": "iowa_mis/violin/Violin.arco.ff.sulD.G4.stereo",
@@ -67,7 +67,7 @@ def note_config(path: Path, size: str, overrides: dict):
     from configs.violin import get_config
 
     config = get_config("quick" if size == "quick" else None)
-    config.audio_path = str(path)
+    config.data.audio_path = str(path)
     for key, value in overrides.items():
         *parents, leaf = key.split(".")
         node = config
@@ -80,22 +80,23 @@ def note_config(path: Path, size: str, overrides: dict):
 def run_note(name: str, path: Path, workdir: Path, size: str, overrides: dict) -> dict:
     from tnca_jax.console import Console
     from tnca_jax.modes import train_and_evaluate
+    from tnca_jax.settings import read_tnca
 
-    config = note_config(path, size, overrides)
+    settings = read_tnca(note_config(path, size, overrides))
     start = time.perf_counter()
     console = Console(stream=io.StringIO())  # the stage timings, kept out of the output
     with contextlib.redirect_stderr(io.StringIO()):
-        report = train_and_evaluate(config, workdir, progress=False, console=console)
-    generated = report["generated"]
+        report = train_and_evaluate(settings, workdir, progress=False, console=console)
+    note = report.note
+    generated, static = note.generated, note.static_baseline
     return {
         "note": name, "recording": str(path), "size": size, "overrides": overrides,
-        "seconds": round(report["target_seconds"], 2),
-        "mel_l1_db": generated["mel_l1_db"], "temporal_gain": report["temporal_gain"],
-        "mrstft": generated["mrstft"], "rms_ratio": generated["rms_ratio"],
-        "f0_error_cents": generated["f0_error_cents"], "grid_l1_db": report["grid_l1_db"],
-        "ceiling_mel_l1_db": report["ceiling"]["mel_l1_db"],
-        "static_mel_l1_db": report["static_baseline"]["mel_l1_db"],
-        "static_mrstft": report["static_baseline"]["mrstft"],
+        "seconds": round(report.extra["target_seconds"], 2),
+        "mel_l1_db": generated.mel_l1_db, "temporal_gain": note.temporal_gain,
+        "mrstft": generated.mrstft, "rms_ratio": generated.rms_ratio,
+        "f0_error_cents": generated.f0_error_cents, "grid_l1_db": note.grid_l1_db,
+        "ceiling_mel_l1_db": note.ceiling.mel_l1_db,
+        "static_mel_l1_db": static.mel_l1_db, "static_mrstft": static.mrstft,
         "wall_seconds": round(time.perf_counter() - start, 1),
         "stage_seconds": {k: round(v, 1) for k, v in console.timings.items()},
     }

@@ -2,10 +2,10 @@
 
 For each config (full and quick; mel, stft, mag_if) on a note at the duration cap (4 s: the
 longest any run trains on), the train step is compiled as training compiles it
-(`tnca_jax.train.plan_training`) and XLA's estimate read: arguments = train state and sample
-pool, temporaries = what the backward pass keeps and its workspace, peak. Beside it, the
+(`tnca_jax.tnca_training.plan_training`) and XLA's estimate read: arguments = train state and
+sample pool, temporaries = what the backward pass keeps and its workspace, peak. Beside it, the
 reference: the same step with the growth step differentiated by JAX's autodiff instead of its
-written-out gradient (`tnca_jax.model.growth_step`), which is what the project trained with
+written-out gradient (`tnca_jax.cells.growth_step`), which is what the project trained with
 before. Nothing runs: only compiles, so a CPU answers for an accelerator (its buffer
 assignment differs a little from a GPU's). Prints one JSON object.
 
@@ -25,9 +25,10 @@ import numpy as np
 import soundfile as sf
 
 from configs.violin import get_config
-from tnca_jax import model
-from tnca_jax.target import load_target
-from tnca_jax.train import plan_training
+from tnca_jax import cells, model
+from tnca_jax.modes import load_notes, new_inverse
+from tnca_jax.settings import read_tnca
+from tnca_jax.tnca_training import plan_training
 
 CONFIGS = ["", "stft", "mag_if", "quick", "quick,stft", "quick,mag_if"]
 
@@ -44,9 +45,10 @@ def four_second_note(directory: Path, sample_rate: int = 22050) -> Path:
 
 @contextlib.contextmanager
 def autodiff_growth_step() -> Iterator[None]:
-    """Within the block, `grow` differentiates the growth step by autodiff (the reference)."""
+    """Within the block, `grow` differentiates the growth step by autodiff (the reference);
+    `tnca_jax.model` looks `growth_step` up by name, so the name is swapped there."""
     written_out = model.growth_step
-    model.growth_step = lambda *args: model._step_forward(*args)[0]
+    model.growth_step = lambda *args: cells._step_forward(*args)[0]
     try:
         yield
     finally:
@@ -55,16 +57,24 @@ def autodiff_growth_step() -> Iterator[None]:
 
 def measure(config_arg: str, audio: Path) -> dict:
     config = get_config(config_arg or None)
-    config.audio_path = str(audio)
-    target = load_target(config)
+    config.data.audio_path = str(audio)
     budget = config.train.memory_budget_gb
     config.train.memory_budget_gb = None  # measure, whatever it needs
-    project = plan_training(config, target).memory
+    settings = read_tnca(config)
+    inverse = new_inverse(settings)
+    notes = load_notes(settings, inverse)
+
+    def plan():  # compiling writes nothing: no run.json to describe
+        return plan_training(settings, notes, lambda workdir: None,
+                             vocoder=inverse.differentiable_vocoder).memory
+
+    project = plan()
     with autodiff_growth_step():
-        reference = plan_training(config, target).memory
+        reference = plan()
+    note = notes.notes[0]
     return {"config": f"configs/violin.py{':' + config_arg if config_arg else ''}",
-            "seconds": round(len(target.audio) / target.contract.sample_rate, 3),
-            "grid": list(target.features.shape[1:]), "memory_budget_gb": budget,
+            "seconds": round(len(note.audio) / notes.representation.contract.sample_rate, 3),
+            "grid": list(note.features.shape[1:]), "memory_budget_gb": budget,
             "project": project.to_dict(), "autodiff_reference": reference.to_dict(),
             "fits_budget": project.peak <= budget * 1e9}
 

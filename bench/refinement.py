@@ -1,4 +1,4 @@
-"""Best-of-N and post-processing, measured on a trained workdir.
+"""Best-of-N and post-processing, measured on a trained workdir of the note job.
 
   python -m bench.refinement --workdir=runs/violin [--groups=3] [--n=8]
 
@@ -23,9 +23,10 @@ import numpy as np
 
 from tnca_jax import metrics
 from tnca_jax.contract import measuring_contract
-from tnca_jax.generation import grow_candidates, load_run
+from tnca_jax.generation import grow_features
 from tnca_jax.inverse import load_inverse
 from tnca_jax.refine import Refinement, postprocess
+from tnca_jax.runs import load_run, recording_of
 
 OPTIONS = {
     "none": Refinement(),
@@ -58,16 +59,18 @@ def main() -> None:
     args = parser.parse_args()
 
     run = load_run(args.workdir)
+    if run.conditioned:
+        parser.error(f"{args.workdir} holds an instruments run: best-of-N needs a note run")
     if run.representation.name != "mel":
         parser.error(f"{args.workdir} grew {run.representation.name!r}: post-processing "
                      "applies to log-mels only")
-    reference = run.target().audio
-    inverse = load_inverse(run.representation, run.config.vocoder, run.config.vocoder_path)
+    reference = recording_of(run).audio
+    inverse = load_inverse(run.representation, run.settings.vocoder, run.settings.vocoder_path)
     measuring = measuring_contract(run.contract)
-    generate = run.config.generate
+    generate = run.settings.generate
     groups = [list(range(g * args.n, (g + 1) * args.n)) for g in range(args.groups)]
-    grown = [grow_candidates(run.model, run.representation, run.n_frames, steps=generate.steps,
-                             num_stages=1, seeds=seeds)[:, -1] for seeds in groups]
+    grown = [np.stack(grow_features(run, None, seeds=seeds, growth_steps=generate.growth_steps,
+                                    num_stages=1))[:, -1] for seeds in groups]
 
     scores = {}  # option -> [group][candidate] -> metrics
     for option, refinement in OPTIONS.items():
@@ -88,7 +91,8 @@ def main() -> None:
         print(json.dumps({"best_of": args.n, "selected_by": metric, **best_of[metric]}))
     summary = {
         "workdir": str(args.workdir), "checkpoint_step": run.step, "n": args.n,
-        "groups": args.groups, "growth_steps": generate.steps, "contract": run.contract.name,
+        "groups": args.groups, "growth_steps": generate.growth_steps,
+        "contract": run.contract.name,
         "best_of": best_of,
         "postprocessing": {option: _mean(_flat(rows)) for option, rows in scores.items()},
         "candidates": scores,

@@ -28,6 +28,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
+from tnca_jax.settings import TncaSettings
 from tnca_jax.workdir import Workdir
 
 ROWS = ("mel", "mel+audio", "stft+audio", "mag_if", "mag_if+audio")
@@ -49,14 +50,14 @@ def row_config(row: str, size: str, iterations: int | None, audio_weight: float 
     if iterations is not None:
         config.train.iterations = iterations
     if max_seconds is not None:
-        config.max_seconds = max_seconds
-        config.min_seconds = min(config.min_seconds, max_seconds)
+        config.data.max_seconds = max_seconds
+        config.data.min_seconds = min(config.data.min_seconds, max_seconds)
     return config
 
 
-def measure(config: ml_collections.ConfigDict, workdir: Path, reference: np.ndarray,
+def measure(settings: TncaSettings, workdir: Path, reference: np.ndarray,
             contract) -> tuple[dict, np.ndarray]:
-    """A trained row's generated note (as the main job renders it) and its representation's
+    """A trained row's generated note (as the note job renders it) and its representation's
     ceiling, against `reference` under `contract`, from the arrays (a 16-bit WAV's
     quantisation noise alone would move MR-STFT's log-magnitude term by about 0.1); returns
     the scores and the generated audio.
@@ -66,18 +67,16 @@ def measure(config: ml_collections.ConfigDict, workdir: Path, reference: np.ndar
     the recording's phase.
     """
     from tnca_jax import generate, metrics
-    from tnca_jax.inverse import load_inverse
-    from tnca_jax.modes import ceiling_audio
-    from tnca_jax.representations import config_representation_name
-    from tnca_jax.target import load_target
+    from tnca_jax.generation import render_features
+    from tnca_jax.modes import load_notes, new_inverse
 
-    inverse = load_inverse(config_representation_name(config), config.vocoder,
-                           config.vocoder_path, contract=config.contract)
-    target = load_target(config, inverse.representation)
-    note = generate(workdir, seed=config.seed)
-    rendered = {"generated": note.audio, "ceiling": ceiling_audio(target, inverse)}
+    inverse = new_inverse(settings)
+    recording = load_notes(settings, inverse).notes[0]
+    note = generate(workdir, seed=settings.seed)
+    rendered = {"generated": note.audio,
+                "ceiling": render_features(inverse, [recording.features])[0]}
     if inverse.representation.grows_phase:
-        true, grown = target.features, note.features
+        true, grown = recording.features, note.features
         mixed = np.stack([np.stack([true[0], grown[1]]), np.stack([grown[0], true[1]])])
         rendered["true_magnitude_grown_phase"], rendered["grown_magnitude_true_phase"] = (
             np.asarray(inverse(mixed)))
@@ -87,10 +86,11 @@ def measure(config: ml_collections.ConfigDict, workdir: Path, reference: np.ndar
 
 
 def train_seconds(workdir: Path) -> float:
-    """Training time from the training log (steps between log lines / steps_per_s)."""
+    """Training time from the training log (iterations between log lines /
+    iterations_per_s)."""
     records = Workdir(workdir).read_log()
-    steps = [record["step"] for record in records]
-    return sum((step - previous) / record["steps_per_s"]
+    steps = [record["iteration"] for record in records]
+    return sum((step - previous) / record["iterations_per_s"]
                for previous, step, record in zip([0, *steps], steps, records, strict=False))
 
 
@@ -113,23 +113,25 @@ def main() -> None:
 
     from tnca_jax import plots
     from tnca_jax.modes import train_and_evaluate
+    from tnca_jax.notes import load_note
     from tnca_jax.representations import get_representation
-    from tnca_jax.target import load_target
+    from tnca_jax.settings import read_tnca
 
     measuring = get_representation("mel", MEASURING_CONTRACT)
     contract = measuring.contract
-    reference = load_target(row_config("mel", args.size, args.iterations,
-                                       max_seconds=args.max_seconds), measuring).audio
+    reference = load_note(read_tnca(row_config("mel", args.size, args.iterations,
+                                               max_seconds=args.max_seconds)).data,
+                          measuring).notes[0].audio
     table, generated = {}, {}
     for row in rows:
-        config = row_config(row, args.size, args.iterations, args.audio_weight,
-                            args.max_seconds)
+        settings = read_tnca(row_config(row, args.size, args.iterations, args.audio_weight,
+                                        args.max_seconds))
         workdir = Path(args.workdir) / row
-        train_and_evaluate(config, workdir, progress=False)  # resumes a finished row: 0 steps
-        scores, generated[row] = measure(config, workdir, reference, contract)
-        table[row] = {"row": row, "representation": config.representation,
-                      "contract": config.contract, "audio_weight": config.train.audio_weight,
-                      "iterations": config.train.iterations,
+        train_and_evaluate(settings, workdir, progress=False)  # a finished row: 0 iterations
+        scores, generated[row] = measure(settings, workdir, reference, contract)
+        table[row] = {"row": row, "representation": settings.representation,
+                      "contract": settings.contract, "audio_weight": settings.train.audio_weight,
+                      "iterations": settings.train.iterations,
                       "train_seconds": round(train_seconds(workdir), 1),
                       "measuring_contract": MEASURING_CONTRACT,
                       **scores}

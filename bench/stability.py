@@ -3,10 +3,11 @@
 Each row trains one config (a `configs/violin.py` variant, e.g. `quick,stft`) with one set of
 overrides (a stabiliser: warm-up, a lower rate, a lighter audio loss) on one recording, in a
 fresh workdir, and records: finished (trained to the end), the retries at a lower learning
-rate (`tnca_jax.train` retries a rejected step from the last good state, at most 3 times) and
-the steps they were made at, the step where the run gave up (diverged) if it did, the final
-grid L1 (dB) and the time. Only training runs: nothing is rendered or measured. One JSON line
-per row goes to `--out` as it finishes (a cut-off bench keeps its rows).
+rate (`tnca_jax.training.train` retries a rejected iteration from the last good state, at most 3
+times) and the iterations they were made at, the iteration where the run gave up (diverged) if
+it did, the final grid L1 (dB) and the time. Only training runs: nothing is rendered or
+measured. One JSON line per row goes to `--out` as it finishes (a cut-off bench keeps its rows);
+its `rejected_step`, `from_step`, `diverged_at` and `final_step` count iterations.
 
   python -m bench.stability --notes sulD.D4,sulD.Eb4 --configs quick,stft quick,mag_if \\
       --variants shipped warmup50 --out bench/results/stability_quick.jsonl
@@ -26,15 +27,18 @@ import time
 from pathlib import Path
 
 from configs.violin import get_config
-from tnca_jax.target import load_target
-from tnca_jax.train import NonFiniteError, train
+from tnca_jax.modes import load_notes, new_inverse
+from tnca_jax.runs import describe
+from tnca_jax.settings import read_tnca
+from tnca_jax.tnca_training import plan_training
+from tnca_jax.training import NonFiniteError, train
 from tnca_jax.workdir import Workdir
 
 IOWA_VIOLIN = Path(__file__).resolve().parent.parent / "data" / "iowa_mis" / "violin"
 # Stabilisers: config overrides (dotted keys) tried against divergence.
 VARIANTS: dict[str, dict] = {
     "shipped": {},
-    "warmup50": {"train.warmup_steps": 50},
+    "warmup50": {"train.warmup_iterations": 50},
     "lr_half": {"train.learning_rate": 1e-3},
     "audio_half": {"audio_scale": 0.5},  # the audio-loss weight halved
 }
@@ -57,7 +61,7 @@ def note_paths(names: str, directory: Path, every: int = 1) -> list[Path]:
 
 def configure(config_arg: str, variant: str, audio_path: Path, iterations: int | None):
     config = get_config(config_arg)
-    config.audio_path = str(audio_path)
+    config.data.audio_path = str(audio_path)
     if iterations is not None:
         config.train.iterations = iterations
     for key, value in VARIANTS[variant].items():
@@ -70,24 +74,30 @@ def configure(config_arg: str, variant: str, audio_path: Path, iterations: int |
 
 
 def run_row(note: Path, config_arg: str, variant: str, iterations: int | None) -> dict:
-    config = configure(config_arg, variant, note, iterations)
+    settings = read_tnca(configure(config_arg, variant, note, iterations))
     row = {"note": note.name, "config": config_arg, "variant": variant,
-           "overrides": VARIANTS[variant], "iterations": config.train.iterations}
-    target = load_target(config)
-    row["seconds_of_audio"] = round(len(target.audio) / target.contract.sample_rate, 3)
-    row["grid"] = list(target.features.shape[1:])
-    with tempfile.TemporaryDirectory() as workdir:
+           "overrides": VARIANTS[variant], "iterations": settings.train.iterations}
+    inverse = new_inverse(settings)
+    notes = load_notes(settings, inverse)
+    recording = notes.notes[0]
+    row["seconds_of_audio"] = round(len(recording.audio) / inverse.contract.sample_rate, 3)
+    row["grid"] = list(recording.features.shape[1:])
+    with tempfile.TemporaryDirectory() as directory:
+        workdir = Workdir(directory)
+        program = plan_training(settings, notes, lambda w: w.write_run(describe(settings, notes)),
+                                vocoder=inverse.differentiable_vocoder)
         start = time.perf_counter()
         try:
-            train(config, workdir, target, progress=False)
+            train(program, workdir, settings.train, progress=False)
             row.update(finished=True, diverged_at=None)
         except NonFiniteError as err:
-            row.update(finished=False, diverged_at=int(str(err).split(" at step ")[1].split()[0]))
+            row.update(finished=False,
+                       diverged_at=int(str(err).split(" at iteration ")[1].split()[0]))
         row["train_seconds"] = round(time.perf_counter() - start, 1)
-        log, retries = Workdir(workdir).read_log(), Workdir(workdir).read_retries()
-    row["retries"] = [{"rejected_step": r["rejected_step"], "from_step": r["step"],
+        log, retries = workdir.read_log(), workdir.read_retries()
+    row["retries"] = [{"rejected_step": r["rejected_iteration"], "from_step": r["iteration"],
                        "learning_rate_scale": r["learning_rate_scale"]} for r in retries]
-    row["final_step"] = log[-1]["step"] if log else 0
+    row["final_step"] = log[-1]["iteration"] if log else 0
     row["final_grid_l1_db"] = round(log[-1]["grid_l1_db"], 3) if log else None
     return row
 

@@ -8,12 +8,14 @@ Prints one JSON object per line: `impl` ("tnca_jax", "torch_eager", "torch_compi
 "generate_4s", "ratio"), `cell_updates_per_s` (batch x steps x grid cells per second of
 training, forward + backward + Adam; median over the timed iterations), seconds per
 iteration, peak memory, the JAX and torch versions, the device, `devices` (how many the
-tnca_jax step splits its batch over: all of them, as `train` does), and for tnca_jax the
-achieved GFLOP/s of the count below.
+tnca_jax step splits its batch over: all of them, as `tnca_jax.training.train` does), and for
+tnca_jax the achieved GFLOP/s of the count below. The tnca_jax side trains on a random target:
+one note of `--bands` mel bands (a contract like the default one, with that many) and
+`--frames` frames.
 
 The two numbers per iteration (16 channels C, hidden H = 128, fire rate r = 0.5; per cell-step,
 i.e. one cell through one growth step, forward and backward). tnca_jax runs the MLP on the
-firing cells only (`tnca_jax.model.growth_step`), since a cell that does not fire discards its
+firing cells only (`tnca_jax.cells.growth_step`), since a cell that does not fire discards its
 update; the PyTorch reference computes every cell, as Growing NCA is usually written (the
 model, its randomness and its gradients are the same):
 - FLOPs (`flops_per_cell_step`): perception 2 x 22 taps x C = 0.7 k forward and 0.7 k for its
@@ -41,6 +43,7 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 
 
 def _peak_memory_bytes() -> int:
@@ -81,23 +84,43 @@ def flops_per_cell_step(channels: int, hidden: int, fire_rate: float = 0.5) -> f
     return 2 * perception + 16 * channels + fire_rate * per_firing_cell
 
 
+def random_note_set(bands: int, frames: int):
+    """A `NoteSet` of one unconditioned note whose normalised log-mel is uniform noise, `bands`
+    bands (under the default contract's framing) by `frames` frames."""
+    from tnca_jax.contract import get_contract
+    from tnca_jax.notes import Note, NoteSet
+    from tnca_jax.representations import get_representation
+
+    contract = get_contract({"name": "bench", "sample_rate": 22050, "n_fft": 2048,
+                             "hop_length": 512, "win_length": 2048, "n_mels": bands,
+                             "magnitude_power": 2, "log_floor": 1e-10})
+    representation = get_representation("mel", contract)
+    unit = jax.random.uniform(jax.random.key(0), (1, bands, frames))
+    note = Note(name="random", path="", instrument="", midi=None, pitch_source="",
+                held_out=False, loudness_db=0.0, audio=np.zeros(0, np.float32),
+                features=np.asarray(representation.from_unit(unit)))
+    return NoteSet(notes=(note,), instruments=(), representation=representation,
+                   grid_frames=frames, conditioned=False)
+
+
 def bench_tnca(args) -> dict:
     from configs.violin import get_config
-    from tnca_jax.losses import TncaTarget
-    from tnca_jax.representations import get_representation
-    from tnca_jax.train import create_train_state, data_mesh, make_train_step
+    from tnca_jax.settings import read_tnca
+    from tnca_jax.tnca_training import Targets, create_train_state, make_train_step
+    from tnca_jax.training import data_mesh
 
     config = get_config()
     config.model.channels, config.model.hidden = args.channels, args.hidden
     config.model.seed_spacing = 8
     config.train.batch_size = args.batch
     config.train.pool_size = 2 * args.batch
-    config.train.min_steps = config.train.max_steps = args.steps
-    unit = jax.random.uniform(jax.random.key(0), (1, args.bands, args.frames))
-    target = TncaTarget.create(unit, get_representation("mel", config.contract))
-    mesh = data_mesh(config.train)
-    graphdef, state, pool = create_train_state(config, args.bands, args.frames, mesh=mesh)
-    step = make_train_step(graphdef, config, target, mesh=mesh)
+    config.train.min_growth_steps = config.train.max_growth_steps = args.steps
+    settings = read_tnca(config)
+    notes = random_note_set(args.bands, args.frames)
+    targets = Targets.create(notes)
+    mesh = data_mesh({"train.batch_size": args.batch, "train.pool_size": 2 * args.batch})
+    graphdefs, state, pool = create_train_state(settings, notes, targets, mesh=mesh)
+    step = make_train_step(graphdefs, settings, targets, notes.representation, mesh)
     holder = {"state": state, "pool": pool}
 
     def one():

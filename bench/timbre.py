@@ -4,15 +4,16 @@
   python -m bench.timbre --size full                   # the full corpus (GPU)
   python -m bench.timbre --set train.iterations=3000 --out bench/results/timbre_quick.jsonl
 
-Runs the timbre job (`tnca_jax.modes.timbre_train_and_evaluate`) in `<workdir>/timbre` (a
-workdir already trained there is only measured again), then, for every seen note it measured,
-the single-note job (`configs/violin.py:quick` on that recording, at the timbre model's size:
-hidden width, batch, growth steps, grid cap) for iterations / (seen notes) iterations, so that
+Runs the instruments job (`tnca_jax.modes.train_and_evaluate` on `configs/instruments.py`) in
+`<workdir>/timbre` (a workdir already trained there is only measured again,
+`tnca_jax.modes.evaluate`), then, for every seen note it measured, the note job
+(`configs/violin.py:quick` on that recording, at the instruments model's size: hidden width,
+batch, growth steps, trim and length cap) for iterations / (training notes) iterations, so that
 both sides train for the same number of iterations in all. Prints one JSON line per note (the
-timbre model's and the single-note model's mel L1, MR-STFT, RMS ratio, f0 error and temporal
-gain, and their mel-L1 ratio), then a summary line: held-out and seen means, the mean ratio
-and the worst, the regrowth ratios and whether the morph moved monotonically. `--out` also
-writes the lines to a file.
+instruments model's, "timbre", and the note model's, "single": mel L1, MR-STFT, RMS ratio, f0
+error and temporal gain; and their mel-L1 ratio), then a summary line: held-out and seen
+means, the mean ratio and the worst, the regrowth ratios and whether the morph moved
+monotonically. `--out` also writes the lines to a file.
 """
 
 from __future__ import annotations
@@ -30,9 +31,13 @@ import numpy as np
 from configs.instruments import get_config
 from configs.violin import get_config as single_note_config
 from tnca_jax.console import Console
-from tnca_jax.modes import timbre_evaluate, timbre_train_and_evaluate, train_and_evaluate
+from tnca_jax.modes import evaluate, train_and_evaluate
+from tnca_jax.records import NoteMetrics, RunMetrics
+from tnca_jax.settings import read_tnca
+from tnca_jax.workdir import Workdir
 
 GOAL_RATIO = 1.3
+MEASURED = ("mel_l1_db", "mrstft", "rms_ratio", "f0_error_cents")
 
 
 def apply(config, overrides: list[str]):
@@ -49,24 +54,37 @@ def apply(config, overrides: list[str]):
     return config
 
 
+def scores(note: NoteMetrics) -> dict:
+    """A measured note's generated metrics and temporal gain."""
+    return {**{k: getattr(note.generated, k) for k in MEASURED},
+            "temporal_gain": note.temporal_gain}
+
+
+def split_summary(part: dict) -> dict:
+    """A split of `RunMetrics.summary`: its note count, the means of `MEASURED` and of the
+    temporal gain, the static baseline's mean mel L1 and how many notes beat it."""
+    means = {k: part[k]["mean"] for k in (*MEASURED, "temporal_gain") if k in part}
+    return {"notes": part["notes"], **means,
+            "static_mel_l1_db": part.get("static_baseline_mel_l1_db"),
+            "beat_static": part.get("beat_static")}
+
+
 def single_note_run(config, path: str, workdir: Path, iterations: int) -> dict:
-    """The single-note job on one seen note at the timbre model's size."""
+    """The note job on one seen note at the instruments model's size."""
     single = single_note_config("quick")
-    single.audio_path = path
-    single.max_seconds = config.data.max_seconds
-    single.trim_db = config.data.trim_db
+    single.data.audio_path = path
+    single.data.max_seconds = config.data.max_seconds
+    single.data.trim_db = config.data.trim_db
     single.model.hidden = config.model.hidden
     single.train.batch_size = config.train.batch_size
-    single.train.min_steps, single.train.max_steps = config.train.min_steps, config.train.max_steps
+    single.train.min_growth_steps = config.train.min_growth_steps
+    single.train.max_growth_steps = config.train.max_growth_steps
     single.train.iterations = iterations
     single.train.checkpoint_every = iterations
     with contextlib.redirect_stderr(io.StringIO()):
-        report = train_and_evaluate(single, workdir, progress=False,
+        report = train_and_evaluate(read_tnca(single), workdir, progress=False,
                                     console=Console(stream=io.StringIO()))
-    generated = report["generated"]
-    return {"mel_l1_db": generated["mel_l1_db"], "mrstft": generated["mrstft"],
-            "rms_ratio": generated["rms_ratio"], "f0_error_cents": generated["f0_error_cents"],
-            "temporal_gain": report["temporal_gain"]}
+    return scores(report.note)
 
 
 def main() -> None:
@@ -75,52 +93,50 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench_timbre"))
     parser.add_argument("--no-single", action="store_true",
-                        help="measure the timbre model only")
+                        help="measure the instruments model only")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     config = apply(get_config("quick" if args.size == "quick" else None), args.set)
+    settings = read_tnca(config)
     workdir = args.workdir / "timbre"
     start = time.perf_counter()
     console = Console(stream=io.StringIO())
     with contextlib.redirect_stderr(io.StringIO()):
         if (workdir / "run.json").exists():
-            timbre_evaluate(config, workdir)
-            report = json.loads((workdir / "metrics.json").read_text())
+            evaluate(settings, workdir)
+            report = RunMetrics.from_dict(Workdir(workdir).read_metrics())
         else:
-            report = timbre_train_and_evaluate(config, workdir, progress=False,
-                                               console=console)
+            report = train_and_evaluate(settings, workdir, progress=False, console=console)
     timbre_seconds = time.perf_counter() - start
-    seen = [r for r in report["notes"] if not r["held_out"]]
-    budget = max(1, config.train.iterations // max(1, report["training_notes"]))
+    seen = [r for r in report.notes if not r.held_out]
+    training_notes = report.extra["training_notes"]
+    budget = max(1, settings.train.iterations // max(1, training_notes))
     lines = []
-    for row in report["notes"]:
-        line = {"note": row["name"], "instrument": row["instrument"], "midi": row["midi"],
-                "held_out": row["held_out"],
-                "timbre": {k: row[k] for k in ("mel_l1_db", "mrstft", "rms_ratio",
-                                               "f0_error_cents", "temporal_gain")}}
-        if not row["held_out"] and not args.no_single:
-            single = single_note_run(config, row["path"],
+    for row in report.notes:
+        line = {"note": row.name, "instrument": row.note["instrument"], "midi": row.note["midi"],
+                "held_out": row.held_out, "timbre": scores(row)}
+        if not row.held_out and not args.no_single:
+            single = single_note_run(config, row.note["path"],
                                      args.workdir / f"single_{len(lines)}", budget)
             line["single"] = single
-            line["ratio_mel_l1"] = row["mel_l1_db"] / single["mel_l1_db"]
+            line["ratio_mel_l1"] = row.generated.mel_l1_db / single["mel_l1_db"]
         lines.append(line)
         print(json.dumps(line), flush=True)
     ratios = [line["ratio_mel_l1"] for line in lines if "ratio_mel_l1" in line]
-    morph = report.get("morph") or {}
+    morph = report.morph or {}
     monotonic = {key: bool(np.all(np.diff(morph[key]) > 0) or np.all(np.diff(morph[key]) < 0))
                  for key in ("centroid_hz", "hnr_db") if key in morph}
     summary = {"summary": True, "size": args.size, "overrides": args.set,
-               "iterations": config.train.iterations,
-               "training_notes": report["training_notes"], "timbre_wall_seconds":
+               "iterations": settings.train.iterations,
+               "training_notes": training_notes, "timbre_wall_seconds":
                    round(timbre_seconds, 1), "single_note_iterations_each": budget,
-               **{split: {k: v["mean"] if isinstance(v, dict) else v for k, v in part.items()}
-                  for split, part in report["summary"].items()},
-               "seen_beat_static": sum(r["temporal_gain"] > 1 for r in seen),
+               **{split: split_summary(part) for split, part in report.summary.items()},
+               "seen_beat_static": sum(r.temporal_gain > 1 for r in seen),
                "mean_ratio_mel_l1": float(np.mean(ratios)) if ratios else None,
                "worst_ratio_mel_l1": float(np.max(ratios)) if ratios else None,
                f"ratio_at_most_{GOAL_RATIO}": (sum(r <= GOAL_RATIO for r in ratios)
                                                if ratios else None),
-               "regrowth_ratios": [r["ratio"] for r in report["regrowth"]],
+               "regrowth_ratios": [r["ratio"] for r in report.regrowth],
                "morph_monotonic": monotonic}
     lines.append(summary)
     print(json.dumps(summary), flush=True)

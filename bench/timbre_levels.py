@@ -3,15 +3,16 @@
   python -m bench.timbre_levels                 # configs/instruments.py:quick's note set
   python -m bench.timbre_levels --size full --out bench/results/timbre_levels_full.jsonl
 
-For every held-out note of the timbre job's note set, the mel L1 (dB, floored 80 dB below the
-note's peak, as `NoteTargets.loss`) of four levels against the note's log-mel:
+For every held-out note of the instruments job's note set, the mel L1 (dB, floored 80 dB below
+the note's peak, as the instruments job's training loss: `tnca_jax.tnca_training.Targets`) of
+four levels against the note's log-mel:
   static     the note's own time-average (the static baseline: it knows the note),
   nearest    the nearest training note of the instrument (by pitch), its time-average at the
              held-out note's loudness, held still,
   prior      the note's prior (`conditioning.SpectrumPrior`: the training notes nearest below
              and above, moved along log-frequency to its pitch), held still,
   level      the resting level a grown note starts from: the prior plus the instrument's
-             envelope over the note (`timbre_train.fit_envelopes`).
+             envelope over the note (`tnca_jax.tnca_training.fit_envelopes`).
 These bound what the level alone gives. One JSON line per note, then a summary of the means.
 """
 
@@ -25,10 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs.instruments import get_config
-from tnca_jax.contract import get_contract
-from tnca_jax.note_set import load_note_set
+from tnca_jax.losses import TOP_DB
+from tnca_jax.notes import load_note_set
 from tnca_jax.representations import get_representation
-from tnca_jax.timbre_train import TOP_DB, fit_envelopes
+from tnca_jax.settings import read_tnca
+from tnca_jax.tnca_training import fit_envelopes
 
 ROWS = ("static", "nearest", "prior", "level")
 
@@ -44,9 +46,9 @@ def main() -> None:
     parser.add_argument("--size", choices=("quick", "full"), default="quick")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    config = get_config("quick" if args.size == "quick" else None)
-    representation = get_representation(config.representation, get_contract(config.contract))
-    notes = load_note_set(config.data, representation)
+    settings = read_tnca(get_config("quick" if args.size == "quick" else None))
+    representation = get_representation(settings.representation, settings.spectral_contract)
+    notes = load_note_set(settings.data, representation)
     span = representation.unit_span_db
     envelope = fit_envelopes(notes)
     units = {id(n): np.asarray(representation.to_unit(jnp.asarray(n.features)))[0]

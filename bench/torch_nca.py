@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tnca_jax.model import ALIVE_THRESHOLD, ALPHA, PERCEPTION_KERNELS, VALUE
+from tnca_jax.cells import ALIVE_THRESHOLD, ALPHA, PERCEPTION_KERNELS, VALUE
 
 
 class TorchNCA(torch.nn.Module):

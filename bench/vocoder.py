@@ -6,11 +6,12 @@
 For every held-out recording of `configs/vocoder.py` (notes the shipped weights never saw:
 pitch classes A, C#/Db, F and the legato phrase; trimmed 60 dB below the peak and capped at 4 s
 as a TNCA target is), each vocoder's ceiling: the recording's own log-mel through the vocoder,
-scored against the recording with `tnca_jax.metrics` (mrstft, mel_l1_db, rms_ratio,
-f0_error_cents). Then the summary per vocoder (mean, median, worst over notes), and the speed:
-the real-time factor (audio seconds per wall second, median of repeats after a warm-up call)
-to vocode a 4 s note on the present device. Prints JSON lines, also written to `--out`; the
-last line ("kind": "comparison") puts both vocoders' mean ceiling and speed side by side.
+scored against the recording with `tnca_jax.metrics` (`vocoders.music_train.evaluate`: mrstft,
+mel_l1_db, rms_ratio, f0_error_cents with `--f0`). Then the summary per vocoder (mean, median,
+worst over notes), and the speed: the real-time factor (audio seconds per wall second, median
+of repeats after a warm-up call) to vocode a 4 s note on the present device. Prints JSON lines,
+also written to `--out`; the last line ("kind": "comparison") puts both vocoders' mean ceiling
+and speed side by side.
 `--max-notes` measures the first N held-out notes only (sorted by path; the line says so).
 
 `--oracles` adds what no log-mel vocoder can beat on these notes, from the recording's own
@@ -37,12 +38,14 @@ import numpy as np
 from scipy.ndimage import maximum_filter1d, uniform_filter1d
 
 from configs.vocoder import get_config
-from tnca_jax import dsp, metrics, vocoder_train
+from tnca_jax import dsp, metrics
 from tnca_jax.dsp import log_mel
 from tnca_jax.inverse import GriffinLim
-from tnca_jax.neural_vocoder import WEIGHTS_PATH, NeuralVocoder
+from vocoders import music_data, music_train
+from vocoders.music import WEIGHTS_PATH, load
 
 SPEED_SECONDS = 4.0
+SCORED = ("mrstft", "mel_l1_db", "rms_ratio", "f0_error_cents")  # f0 with --f0 only
 PEAK_DB, PEAK_NEIGHBOURHOOD, PEAK_HALF_WIDTH = 6.0, 15, 2
 
 
@@ -55,7 +58,26 @@ def partial_bins(magnitude: np.ndarray) -> np.ndarray:
     return maximum_filter1d(peaks.astype(np.uint8), 2 * PEAK_HALF_WIDTH + 1, axis=0) > 0
 
 
-def oracles(notes: list[tuple[str, np.ndarray]], contract) -> dict[str, float]:
+def ceiling(vocoder, notes: list[tuple[dict, np.ndarray]], f0: bool) -> tuple[list, dict]:
+    """Per note {"note", "seconds", *SCORED}, and per metric of SCORED the mean, median, count
+    and worst (rms_ratio: min and max) over the notes."""
+    rate, names = vocoder.contract.sample_rate, SCORED if f0 else SCORED[:-1]
+    per_note = [{"note": labels["name"], "seconds": len(audio) / rate,
+                 **{name: getattr(measured.generated, name) for name in names}}
+                for (labels, audio), measured in zip(
+                    notes, music_train.evaluate(vocoder, notes, f0=f0), strict=True)]
+    summary = {}
+    for name in names:
+        values = np.array([n[name] for n in per_note if n[name] is not None], np.float64)
+        if values.size:
+            summary[name] = {"mean": float(values.mean()), "median": float(np.median(values)),
+                             "count": int(values.size),
+                             **({"min": float(values.min()), "max": float(values.max())}
+                                if name == "rms_ratio" else {"worst": float(values.max())})}
+    return per_note, summary
+
+
+def oracles(notes: list[tuple[dict, np.ndarray]], contract) -> dict[str, float]:
     """Mean mrstft over `notes` of each oracle in the module docstring."""
     key = jax.random.key(0)
     scores: dict[str, list[float]] = {}
@@ -117,21 +139,22 @@ def main() -> None:
                         help="add the oracle lines (what no log-mel vocoder can beat)")
     args = parser.parse_args()
 
-    config = get_config()
-    music = NeuralVocoder.load(args.weights)
+    data = music_train.read_vocoder(get_config()).data
+    music = load(args.weights)
     contract = music.contract
     vocoders = {"music": music, "griffinlim": GriffinLim(contract)}
-    _, held_out = vocoder_train.split_recordings(config.data)
+    _, held_out = music_data.split_files(data.paths, data.held_out)
     total_notes = len(held_out)
-    held_out = sorted(held_out, key=lambda r: str(r.path))[:args.max_notes]
-    notes = vocoder_train.held_out_notes(held_out, contract, config.data)
+    held_out = sorted(held_out, key=lambda f: str(f.path))[:args.max_notes]
+    notes = music_data.held_out_notes(held_out, contract, trim_db=data.trim_db,
+                                      max_seconds=data.eval_max_seconds)
     device = str(jax.devices()[0].device_kind)
     lines = []
     for name, vocoder in vocoders.items():
-        result = vocoder_train.evaluate(vocoder, notes, f0=args.f0)
-        lines += [{"kind": "note", "vocoder": name, **row} for row in result["per_note"]]
+        per_note, summary = ceiling(vocoder, notes, args.f0)
+        lines += [{"kind": "note", "vocoder": name, **row} for row in per_note]
         lines.append({"kind": "summary", "vocoder": name, "notes": len(notes),
-                      "held_out_notes": total_notes, **result["summary"]})
+                      "held_out_notes": total_notes, **summary})
     if args.oracles:
         lines += [{"kind": "oracle", "oracle": name, "notes": len(notes), "mrstft": value}
                   for name, value in oracles(notes, contract).items()]

@@ -1,4 +1,4 @@
-"""One TNCA for many notes of many instruments (the timbre job, tnca_jax.timbre_train).
+"""One TNCA for many notes of many instruments (the instruments job, tnca_jax.tnca_training).
 
 Full run (sized for a GPU/TPU): every pitched note of the shipped corpus (data/: Iowa violin,
 VSCO-2 flute and trumpet, FluidR3 cello and clarinet), pitch classes A, C#/Db and F held out:
@@ -20,6 +20,8 @@ from pathlib import Path
 
 import ml_collections
 
+from configs.common import tnca_config
+
 DATA = Path(__file__).resolve().parent.parent / "data"
 VARIANTS = ("quick",)
 # One source per instrument, so that each label is one recorded instrument.
@@ -38,14 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError(f"unknown config variant {unknown[0]!r}; choose from "
                          f"{', '.join(VARIANTS)}")
     quick = "quick" in variants
-    config = ml_collections.ConfigDict()
-    config.job = "timbre"
-    config.representation = "mel"
-    config.contract = "griffinlim_22khz_128band"
-    config.vocoder = "griffinlim"
-    config.vocoder_path = ml_collections.config_dict.placeholder(str)
-    config.seed = 0
-
+    config = tnca_config("instruments")
     config.data = ml_collections.ConfigDict()
     config.data.paths = tuple(str(DATA / s) for s in (QUICK_SOURCES if quick else FULL_SOURCES))
     config.data.exclude = ("*phrase*",)  # no single pitch
@@ -55,41 +50,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.trim_db = 60.0
     config.data.max_seconds = 2.5 if quick else 4.0
 
-    config.model = ml_collections.ConfigDict()
-    config.model.channels = 16
     config.model.hidden = 64 if quick else 128
-    config.model.fire_rate = 0.5
-    config.model.seed_spacing = 8
+    config.model.time_frequencies = 0  # the conditioner's note-time features take its place
 
-    config.train = ml_collections.ConfigDict()
     config.train.iterations = 800 if quick else 8000
     config.train.batch_size = 4 if quick else 8
-    config.train.pool_size = 256
-    config.train.min_steps = 16 if quick else 24
-    config.train.max_steps = 24 if quick else 40
-    config.train.learning_rate = 2e-3
-    config.train.final_lr_fraction = 0.1
-    config.train.warmup_steps = 0
-    config.train.growth_weight = 0.1
-    config.train.overflow_weight = 1.0
-    config.train.multiscale_weight = 0.0
-    config.train.temporal_weight = 0.0
-    # Damage (Growing NCA): the best `damage` samples of each batch lose a block of
-    # damage_frames (fraction of their note) before growing, so the model learns to regrow.
-    # Share of the pool that grows each note from the prior drawn without it (the rest from
-    # its own): how the model learns to grow pitches it has no note of.
-    config.train.left_out_share = 0.25
+    config.train.min_growth_steps = 16 if quick else 24
+    config.train.max_growth_steps = 24 if quick else 40
     config.train.damage = 1
-    config.train.damage_frames = (0.1, 0.3)
-    config.train.memory_budget_gb = 8.0
     config.train.log_every = 50
     config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 2
 
-    config.generate = ml_collections.ConfigDict()
-    config.generate.steps = 64
-    config.generate.num_stages = 8
-    # --mode=generate: the note to grow (instrument: a name, or "violin:0.7,flute:0.3").
+    # --mode=generate and --mode=growth: the note to grow (instrument: a name, or
+    # "violin:0.7,flute:0.3"), optionally gliding to another.
     config.generate.instrument = "violin"
     config.generate.glide_to = ml_collections.config_dict.placeholder(str)
     config.generate.pitch = "A4"

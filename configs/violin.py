@@ -7,7 +7,7 @@ CPU smoke run (2 cores, under 5 minutes):
   python main.py --config=configs/violin.py:quick --workdir=runs/violin
 Another recording:
   python main.py --config=configs/violin.py:quick --workdir=runs/mine \\
-      --config.audio_path=/path/to/note.wav
+      --config.data.audio_path=/path/to/note.wav
 Another representation (`mel` is the default; see tnca_jax.representations), e.g. magnitude
 and instantaneous frequency with the audio-domain loss, at full size or quick:
   python main.py --config=configs/violin.py:mag_if --workdir=runs/violin_mag_if
@@ -29,6 +29,8 @@ and a checkpoint written on one device count resumes on another.
 from pathlib import Path
 
 import ml_collections
+
+from configs.common import tnca_config
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -52,75 +54,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if unknown:
         raise ValueError(f"unknown config variant {unknown[0]!r}; combine {', '.join(VARIANTS)}"
                          " with commas, e.g. configs/violin.py:quick,mag_if")
-    config = ml_collections.ConfigDict()
-    # Target recording: trimmed of leading/trailing audio 60 dB below its peak, capped.
-    config.audio_path = str(DATA / "violin" / "Violin.arco.ff.sulE.A5.stereo.wav")
-    config.trim_db = 60.0
-    config.max_seconds = 4.0
-    config.min_seconds = 0.5
-    # Representation and inversion: the TNCA grows the log-mel of the vocoder's contract:
-    # `contract` for griffinlim; music brings its own (the shipped weights: this default
-    # contract); bigvgan and hifigan bring theirs from their config.json, e.g.
-    # --config.vocoder=bigvgan --config.vocoder_path=nvidia/bigvgan_v2_22khz_80band_256x
-    config.representation = "mel"  # what the TNCA grows: mel, stft or mag_if
-    config.contract = "griffinlim_22khz_128band"
-    config.vocoder = "griffinlim"
-    config.vocoder_path = ml_collections.config_dict.placeholder(str)  # None, settable by flag
-    config.seed = 0
-
-    config.model = ml_collections.ConfigDict()
-    config.model.channels = 16
-    config.model.hidden = 96
-    config.model.fire_rate = 0.5
-    config.model.seed_spacing = 8  # frames between seed columns (onset first)
-    # Cosines of each frame's place in the note, mapped into every cell's context (0: off).
-    config.model.time_frequencies = 32
-
-    config.train = ml_collections.ConfigDict()
-    # Full size trains for an accelerator (README, "Training budgets"): on an H100 the log-mel
-    # config at 4000 iterations instead of 1000 lifted temporal_gain on four held-out violin
-    # notes from 4.3-7.0 to 6.4-10.4, at ~20 s per 1000 iterations. The linear grids (stft,
-    # mag_if) plateaued in grid L1 by 1000 iterations (3-4.5 min a note there) and keep 1000.
-    config.train.iterations = 4000
-    config.train.batch_size = 4
-    config.train.pool_size = 256
-    config.train.min_steps = 24
-    config.train.max_steps = 40
-    config.train.learning_rate = 2e-3
-    config.train.final_lr_fraction = 0.1
-    config.train.warmup_steps = 0  # linear warm-up of the learning rate from 0
-    # Loss weights (tnca_jax.train): the weighted L1 to the target representation has weight 1.
-    config.train.growth_weight = 0.1  # alpha towards 1 everywhere
-    config.train.overflow_weight = 1.0  # channels outside [-1, 1]
-    config.train.multiscale_weight = 0.0  # L1 over a pyramid of pooled spectrograms
-    config.train.temporal_weight = 0.0  # L1 of frame-to-frame changes
-    config.train.audio_weight = 0.0  # multi-resolution STFT distance of the rendered audio
-    config.train.waveform_weight = 0.0  # waveform L1 (mag_if only: it grows the phase)
-    config.train.audio_griffinlim_iterations = 4  # unrolled in the audio loss (stft, mel)
-    # A train step whose XLA memory estimate exceeds this (GB per device) is refused up front.
-    config.train.memory_budget_gb = 8.0
-    config.train.log_every = 20
-    config.train.checkpoint_every = 200
-    config.train.keep_checkpoints = 3
-
-    config.generate = ml_collections.ConfigDict()
-    config.generate.steps = 64
-    config.generate.num_stages = 8
-    # Refinement (tnca_jax.refine): grow best_of candidates in one batch and keep the one closest
-    # to the recording by best_of_metric; post-processing of the grown log-mel, 0 = off.
-    config.generate.best_of = 1
-    config.generate.best_of_metric = "mel_l1_db"
-    config.generate.gaussian_sigma = 0.0  # bands and frames
-    config.generate.temporal_median = 0  # frames
-    config.generate.harmonic_gain = 0.0
+    config = tnca_config("note")
+    config.data = ml_collections.ConfigDict()
+    # The recording: trimmed of leading/trailing audio 60 dB below its peak, capped.
+    config.data.audio_path = str(DATA / "violin" / "Violin.arco.ff.sulE.A5.stereo.wav")
+    config.data.trim_db = 60.0
+    config.data.max_seconds = 4.0
+    config.data.min_seconds = 0.5
+    # Full size trains for an accelerator (docs/results.md, "Training budgets"): on an H100
+    # the log-mel config at 4000 iterations instead of 1000 lifted temporal_gain on four
+    # held-out violin notes from 4.3-7.0 to 6.4-10.4, at ~20 s per 1000 iterations. The linear
+    # grids (stft, mag_if) plateaued in grid L1 by 1000 iterations and keep 1000.
 
     if "quick" in variants:
         config.model.hidden = 64
         config.train.iterations = 300
         config.train.batch_size = 2
         config.train.pool_size = 64
-        config.train.min_steps = 16
-        config.train.max_steps = 24
+        config.train.min_growth_steps = 16
+        config.train.max_growth_steps = 24
         config.train.log_every = 10
         config.train.checkpoint_every = 100
     if "stft" in variants or "mag_if" in variants:

@@ -1,7 +1,8 @@
-"""The music vocoder (tnca_jax.neural_vocoder) trained on the instrument corpus in data/.
+"""The music vocoder (vocoders.music) trained on the instrument corpus in data/.
 
 Full run (the defaults reproduce the shipped weights, vocoders/music_vocoder.safetensors:
-3000 steps with pitch-shift augmentation and the envelope skip; about 20 minutes on 2 CPU cores):
+3000 iterations with pitch-shift augmentation and the envelope skip; about 20 minutes on 2
+CPU cores):
   python main.py --config=configs/vocoder.py --workdir=runs/vocoder
 Use them in a TNCA run with --config.vocoder=music (configs/violin.py).
 CPU smoke run (a few minutes):
@@ -13,7 +14,7 @@ out), or name the held-out files yourself:
       --config.data.paths='("/path/to/my/notes",)' \\
       --config.data.held_out='("/path/to/my/notes/*_test.wav",)'
 The run writes workdir/music_vocoder.safetensors (the weights, with their contract) and
-workdir/held_out_metrics.json (the vocoder's ceiling on every held-out note); rerunning the
+workdir/metrics.json (the vocoder's ceiling on every held-out note); rerunning the
 same command resumes from the latest checkpoint.
 """
 
@@ -56,18 +57,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.refine_iterations = 32
 
     config.train = ml_collections.ConfigDict()
-    config.train.steps = 3000
+    config.train.iterations = 3000
     # Start from these weights (a music_vocoder.safetensors of the same architecture and
     # contract, e.g. the shipped one to fine-tune on your own instrument); None: from scratch.
     config.train.init_weights = ml_collections.config_dict.placeholder(str)
     config.train.batch_size = 8
     config.train.segment_frames = 48  # 1.1 s at hop 512
     config.train.learning_rate = 1e-3
-    config.train.warmup_steps = 500
+    config.train.warmup_iterations = 500
     config.train.final_lr_fraction = 0.01
     config.train.weight_decay = 0.01
     config.train.clip_norm = 1.0
-    # Loss weights (tnca_jax.vocoder_train): mrstft is the metric itself; mel in dB.
+    # Loss weights (vocoders.music_train): mrstft is the metric itself; mel in dB.
     config.train.mrstft_weight = 1.0
     config.train.mel_weight = 0.1
     config.train.consistency_weight = 0.0  # predicted STFT vs the STFT of its audio (APNet)
@@ -84,6 +85,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.log_every = 50
     config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 2
+    config.train.memory_budget_gb = 8.0  # a step XLA estimates above this is refused up front
 
     config.eval = ml_collections.ConfigDict()
     config.eval.f0 = False  # pYIN f0 error per held-out note (slow on CPU)
@@ -92,10 +94,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model.dim = 64
         config.model.intermediate = 192
         config.model.layers = 3
-        config.train.steps = 1500
+        config.train.iterations = 1500
         config.train.batch_size = 4
         config.train.segment_frames = 24
-        config.train.warmup_steps = 100
+        config.train.warmup_iterations = 100
         config.train.log_every = 50
         config.train.checkpoint_every = 500
         config.eval.f0 = False

@@ -27,24 +27,43 @@ VIOLIN = ROOT / "data" / "violin" / "Violin.arco.ff.sulE.A5.stereo.wav"
 def tiny_config(iterations: int = 3):
     """The quick config shrunk to seconds: 0.6 s of the violin, hidden 16, 4-6 growth steps."""
     config = get_config("quick")
-    config.max_seconds = 0.6
+    config.data.max_seconds = 0.6
     config.model.hidden = 16
     config.train.iterations = iterations
     config.train.batch_size = 2
     config.train.pool_size = 4
-    config.train.min_steps = 4
-    config.train.max_steps = 6
+    config.train.min_growth_steps = 4
+    config.train.max_growth_steps = 6
     config.train.log_every = 1
     config.train.checkpoint_every = 2
-    config.generate.steps = 8
+    config.generate.growth_steps = 8
     config.generate.num_stages = 4
     return config
+
+
+def train_note(config, workdir, *, stop_at: int | None = None):
+    """The note job's training alone (no rendering) of `config` in `workdir`; returns the
+    trained model."""
+    from tnca_jax.modes import load_notes, new_inverse
+    from tnca_jax.runs import describe
+    from tnca_jax.settings import read_tnca
+    from tnca_jax.tnca_training import plan_training
+    from tnca_jax.training import merge_state, train
+    from tnca_jax.workdir import Workdir
+
+    settings = read_tnca(config)
+    notes = load_notes(settings, new_inverse(settings))
+    program = plan_training(settings, notes, lambda w: w.write_run(describe(settings, notes)))
+    graphdefs, state = train(program, Workdir(workdir), settings.train, progress=False,
+                             stop_at=stop_at)
+    return merge_state(graphdefs, state)[0]
 
 
 @pytest.fixture(scope="session")
 def trained_workdir(tmp_path_factory) -> Path:
     from tnca_jax.modes import train_and_evaluate
+    from tnca_jax.settings import read_tnca
 
     workdir = tmp_path_factory.mktemp("violin_run")
-    train_and_evaluate(tiny_config(), workdir, progress=False)
+    train_and_evaluate(read_tnca(tiny_config()), workdir, progress=False)
     return workdir

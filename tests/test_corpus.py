@@ -39,22 +39,25 @@ def test_held_out_rule_is_every_fourth_semitone_from_a():
 
 
 def test_shipped_corpus_is_labelled_and_split():
-    recordings = corpus.find_recordings([DATA / "iowa_mis", DATA / "vsco2", DATA / "fluidr3_gm"])
+    recordings = corpus.find_files([DATA / "iowa_mis", DATA / "vsco2", DATA / "fluidr3_gm"])
     assert len(recordings) == 129
     by_name = {f"{r.path.parent.name}/{r.path.stem}": r for r in recordings}
     assert by_name["violin/Violin.arco.ff.sulE.A5.stereo"].held_out  # the shipped note
-    assert by_name["flute/A4"] == corpus.Recording(by_name["flute/A4"].path, "flute", 69)
-    assert by_name["trumpet/As3"] == corpus.Recording(
+    assert by_name["flute/A4"] == corpus.LabelledFile(by_name["flute/A4"].path, "flute", 69)
+    assert by_name["trumpet/As3"] == corpus.LabelledFile(
         by_name["trumpet/As3"].path, "trumpet", 58)
     assert by_name["fluidr3_gm/cello_C2_m36"].instrument == "cello"
     assert by_name["fluidr3_gm/violin_phrase_legato"].held_out
-    training, held_out = corpus.split_held_out(recordings)
+    held_out = [r for r in recordings if corpus.is_held_out_file(r, "pitch")]
+    training = [r for r in recordings if not corpus.is_held_out_file(r, "pitch")]
     assert (len(training), len(held_out)) == (93, 36)
+    assert [r.path.name for r in recordings if corpus.is_held_out_file(
+        r, ("*/flute/*4.flac",))] == ["A4.flac", "C4.flac", "E4.flac"]
     assert all(r.midi is not None and r.midi % 4 != 1 for r in training)
     assert {r.instrument for r in recordings} == {"violin", "flute", "trumpet", "cello",
                                                   "clarinet"}
 
 
-def test_find_recordings_names_what_it_searched(tmp_path):
+def test_find_files_names_what_it_searched(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
-        corpus.find_recordings([tmp_path])
+        corpus.find_files([tmp_path])

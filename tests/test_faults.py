@@ -1,6 +1,7 @@
-"""main.py as a user meets its faults: kill -9 in the middle of a checkpoint save, then the
-same command again; Ctrl-C during training and during a checkpoint commit; a second run on a
-workdir in use; a disk that fills during training."""
+"""main.py as a user meets its faults, in every job: kill -9 in the middle of a checkpoint
+save, then the same command again; Ctrl-C during training, during a checkpoint commit and
+while notes are labelled by the pitch tracker; a second run on a workdir in use; a learning
+rate that makes every iteration non-finite; a disk that fills during training."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from flax import nnx
 
 from configs.violin import get_config
 from tests.conftest import ROOT, tiny_config
-from tnca_jax.generation import load_run
+from tests.test_music_vocoder import TINY_VOCODER_RUN, TRAINING_NOTE
+from tnca_jax.runs import load_run
+from tnca_jax.settings import read_tnca
 from tnca_jax.workdir import CHECKPOINT_DIR, TRAIN_LOG
 
 ITERATIONS = 30
@@ -45,9 +48,22 @@ def config_flags(config, base=None, prefix="--config.") -> list[str]:
     return flags
 
 
-def command(workdir: Path) -> list[str]:
-    return [sys.executable, "main.py", "--config=configs/violin.py:quick",
-            f"--workdir={workdir}", *config_flags(fault_config())]
+def command(workdir: Path, job: str = "note", *extra: str) -> list[str]:
+    """main.py on `workdir`: the note job's fault config, or a tiny vocoder on two copies of a
+    violin note (one held out), or the instruments job's quick config."""
+    if job == "note":
+        flags = ["--config=configs/violin.py:quick", *config_flags(fault_config())]
+    elif job == "vocoder":
+        notes = workdir.parent / "notes"
+        notes.mkdir(exist_ok=True)
+        for name in ("violin_B4.flac", "violin_A4.flac"):
+            if not (notes / name).exists():
+                (notes / name).write_bytes(TRAINING_NOTE.read_bytes())
+        flags = ["--config=configs/vocoder.py:quick", f"--config.data.paths=('{notes}',)",
+                 *TINY_VOCODER_RUN, f"--config.train.iterations={ITERATIONS * 10}"]
+    else:
+        flags = ["--config=configs/instruments.py:quick"]
+    return [sys.executable, "main.py", f"--workdir={workdir}", *flags, *extra]
 
 
 def kill_during_a_save(workdir: Path, after_step: int) -> list[str]:
@@ -81,7 +97,7 @@ def uninterrupted(tmp_path_factory) -> Path:
     from tnca_jax.modes import train_and_evaluate
 
     workdir = tmp_path_factory.mktemp("uninterrupted")
-    train_and_evaluate(fault_config(), workdir, progress=False)
+    train_and_evaluate(read_tnca(fault_config()), workdir, progress=False)
     return workdir
 
 
@@ -112,10 +128,11 @@ def test_kill_9_mid_save_then_rerun_equals_the_uninterrupted_run(tmp_path, unint
     rerun = subprocess.run(command(workdir), cwd=ROOT, capture_output=True, text=True,
                            timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert f"Resuming from checkpoint at step {latest}" in rerun.stderr
+    assert f"Resuming from checkpoint at iteration {latest}" in rerun.stderr
     assert not list((workdir / CHECKPOINT_DIR).glob(f"*{SAVING}"))
-    steps = [json.loads(line)["step"] for line in (workdir / TRAIN_LOG).read_text().splitlines()]
-    assert steps == list(range(1, ITERATIONS + 1))
+    iterations = [json.loads(line)["iteration"]
+                  for line in (workdir / TRAIN_LOG).read_text().splitlines()]
+    assert iterations == list(range(1, ITERATIONS + 1))
     # Bit for bit the run that was never interrupted: parameters, and the rendered note.
     assert load_run(workdir).step == ITERATIONS
     for resumed, straight in zip(params(workdir), params(uninterrupted), strict=True):
@@ -125,9 +142,10 @@ def test_kill_9_mid_save_then_rerun_equals_the_uninterrupted_run(tmp_path, unint
 
 
 # ------------------------------------------------------------------ Ctrl-C, a busy workdir
-def start(workdir: Path) -> subprocess.Popen:
-    return subprocess.Popen(command(workdir), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def start(workdir: Path, job: str = "note", *extra: str) -> subprocess.Popen:
+    # A session of its own: Ctrl-C in a terminal signals the whole process group.
+    return subprocess.Popen(command(workdir, job, *extra), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def wait_for(condition, process: subprocess.Popen, what: str) -> None:
@@ -144,35 +162,51 @@ def logged_steps(workdir: Path) -> int:
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
-@pytest.mark.parametrize("moment", ["training", "checkpoint commit"])
-def test_ctrl_c_stops_at_once_and_says_where_a_rerun_resumes(moment, tmp_path):
+def worker_started(process: subprocess.Popen) -> bool:
+    """Whether the run has started the pitch tracker's worker process."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    return children.exists() and bool(children.read_text().split())
+
+
+@pytest.mark.parametrize("job,moment", [("note", "training"), ("note", "checkpoint commit"),
+                                        ("vocoder", "training"),
+                                        ("instruments", "pitch tracking")])
+def test_ctrl_c_stops_at_once_and_says_where_a_rerun_resumes(job, moment, tmp_path):
     workdir = tmp_path / "run"
-    process = start(workdir)
+    process = start(workdir, job)
     if moment == "training":
-        wait_for(lambda: logged_steps(workdir) >= 3, process, "step 3 was logged")
-    else:
+        wait_for(lambda: logged_steps(workdir) >= 3, process, "iteration 3 was logged")
+    elif moment == "checkpoint commit":
         wait_for(lambda: logged_steps(workdir) >= 3
                  and any((workdir / CHECKPOINT_DIR).glob(f"*{SAVING}*")), process,
                  "a checkpoint was being committed")
+    else:
+        wait_for(lambda: worker_started(process), process, "the pitch tracker started")
+        time.sleep(0.5)
     sent = time.monotonic()
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130 and time.monotonic() - sent < 2.0
-    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
-    resumes = load_run(workdir).step  # what a rerun restores
-    assert stderr.strip().splitlines()[-1] == (
-        f"interrupted: training in {workdir} stopped; the last good checkpoint is step "
-        f"{resumes}, a rerun resumes from it (run the same command)")
-    assert not (workdir / "run.lock").exists() and not (workdir / "generated.wav").exists()
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    last = stderr.strip().splitlines()[-1]
+    if moment == "pitch tracking":
+        assert last == (f"interrupted: training in {workdir} stopped; no checkpoint was "
+                        "written yet, a rerun starts afresh (run the same command)")
+        return
+    resumes = max(int(p.name) for p in (workdir / CHECKPOINT_DIR).iterdir() if p.name.isdigit())
+    assert last == (f"interrupted: training in {workdir} stopped; the last good checkpoint is "
+                    f"at iteration {resumes}, a rerun resumes from it (run the same command)")
+    assert not (workdir / "run.lock").exists() and not (workdir / "metrics.json").exists()
 
 
-def test_a_second_run_on_a_workdir_in_use_is_refused(tmp_path):
+@pytest.mark.parametrize("job", ["note", "vocoder"])
+def test_a_second_run_on_a_workdir_in_use_is_refused(job, tmp_path):
     workdir = tmp_path / "run"
-    first = start(workdir)
+    first = start(workdir, job)
     try:
         wait_for(lambda: logged_steps(workdir) >= 1, first, "training started")
-        second = subprocess.run(command(workdir), cwd=ROOT, capture_output=True, text=True,
-                                timeout=300)
+        second = subprocess.run(command(workdir, job), cwd=ROOT, capture_output=True,
+                                text=True, timeout=300)
         assert second.returncode == 2
         [line] = second.stderr.strip().splitlines()
         assert line.startswith(f"error: {workdir} is in use by another run (process "
@@ -181,6 +215,20 @@ def test_a_second_run_on_a_workdir_in_use_is_refused(tmp_path):
     finally:
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=60)
+
+
+@pytest.mark.parametrize("job", ["note", "vocoder"])
+def test_a_learning_rate_that_cannot_train_is_one_line_and_exit_2(job, tmp_path):
+    workdir = tmp_path / "run"
+    done = subprocess.run(command(workdir, job, "--config.train.learning_rate=1e6",
+                                  "--config.train.iterations=6"),
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    assert lines[-1].startswith("error: non-finite loss, gradient or update at iteration ")
+    assert lines[-1].endswith("rerun with a lower --config.train.learning_rate")
+    assert "Traceback" not in done.stderr
+    assert sum(line.startswith("warning: iteration ") for line in lines) == 3  # the retries
 
 
 def test_disk_full_during_training_is_one_line_after_the_progress_bar(tmp_path):
@@ -194,7 +242,8 @@ def test_disk_full_during_training_is_one_line_after_the_progress_bar(tmp_path):
     failed = subprocess.run([*limited, *command(workdir)], cwd=ROOT, capture_output=True,
                             text=True, timeout=300, env=env)
     assert failed.returncode == 2
-    lines = [line for line in failed.stderr.strip().splitlines() if line.strip()]
+    # The progress bar redraws its line with carriage returns: each redraw is its own line.
+    lines = [line for line in failed.stderr.replace("\r", "\n").splitlines() if line.strip()]
     # The load stage's lines and the progress bar, then one error line: no orbax spam.
     assert all(line.startswith(("[load", "note: ", "train: ")) for line in lines[:-1]), lines
     assert lines[-1].startswith(f"error: writing {workdir.absolute() / CHECKPOINT_DIR} failed "

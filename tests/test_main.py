@@ -7,9 +7,9 @@ import sys
 from tests.conftest import ROOT
 
 QUICK_3_STEPS = ["--config.train.iterations=3", "--config.train.log_every=1",
-                 "--config.train.min_steps=4",
-                 "--config.train.max_steps=6", "--config.max_seconds=0.6",
-                 "--config.generate.steps=8", "--config.train.pool_size=4"]
+                 "--config.train.min_growth_steps=4",
+                 "--config.train.max_growth_steps=6", "--config.data.max_seconds=0.6",
+                 "--config.generate.growth_steps=8", "--config.train.pool_size=4"]
 
 
 def run_main(*args):
@@ -23,7 +23,8 @@ def test_three_step_training_run_of_main(tmp_path):
                       *QUICK_3_STEPS)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout)  # stdout holds the JSON summary alone
-    assert summary["generated"]["mel_l1_db"] > 0
+    mel_l1 = summary["summary"]["seen"]["mel_l1_db"]["mean"]
+    assert mel_l1 > 0 and summary["job"] == "note"
     # stderr: one line per stage with its time, warnings, the timings, the headline figures.
     stages = [line.split()[0].strip("[") for line in result.stderr.splitlines()
               if line.startswith("[")]
@@ -32,23 +33,23 @@ def test_three_step_training_run_of_main(tmp_path):
     assert any(line.startswith("stages: load ") for line in lines)
     done = lines[-1]
     assert done.startswith("done in ") and done.endswith(f"open {workdir / 'report.html'}")
-    assert f"mel L1 {summary['generated']['mel_l1_db']:.2f} dB" in done
+    assert f"mel L1 {mel_l1:.2f} dB" in done
     # Three iterations learn no time structure: the run says so.
     assert any(line.startswith("warning: the generated note is no better than the static "
                                "baseline") for line in lines), result.stderr
     for name in ("target.wav", "generated.wav", "metrics.json", "comparison.png", "growth.png"):
         assert (workdir / name).exists()
     lines = (workdir / "train_metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
+    assert [json.loads(line)["iteration"] for line in lines] == [1, 2, 3]
     # Re-running the same command resumes: nothing is trained again.
     again = run_main("--config=configs/violin.py:quick", f"--workdir={workdir}", *QUICK_3_STEPS)
-    assert again.returncode == 0 and "Resuming from checkpoint at step 3" in again.stderr
+    assert again.returncode == 0 and "Resuming from checkpoint at iteration 3" in again.stderr
     assert len((workdir / "train_metrics.jsonl").read_text().splitlines()) == 3
 
 
 def test_missing_audio_is_one_line_and_exit_2(tmp_path):
     result = run_main("--config=configs/violin.py:quick", f"--workdir={tmp_path / 'w'}",
-                      f"--config.audio_path={tmp_path / 'nope.wav'}")
+                      f"--config.data.audio_path={tmp_path / 'nope.wav'}")
     assert result.returncode == 2
     missing = tmp_path / "nope.wav"
     assert result.stderr.strip().splitlines() == [f"error: audio file not found: {missing}"]
@@ -62,7 +63,7 @@ def test_silent_audio_is_refused(tmp_path):
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(22050, np.float32), 22050)
     result = run_main("--config=configs/violin.py:quick", f"--workdir={tmp_path / 'w'}",
-                      f"--config.audio_path={silent}")
+                      f"--config.data.audio_path={silent}")
     assert result.returncode == 2 and "is silent" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -73,7 +74,7 @@ def test_help_is_fast_useful_and_exits_0():
     from tnca_jax import cli
     from tnca_jax.modes import MODES
 
-    assert set(cli.MODE_NAMES) == set(MODES)
+    assert set(cli.MODE_NAMES) == set(MODES)  # every mode of the TNCA jobs is a choice
     start = time.perf_counter()
     result = run_main("--help")
     assert result.returncode == 0 and time.perf_counter() - start < 10

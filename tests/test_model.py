@@ -4,22 +4,18 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tnca_jax.model import (
+from tnca_jax.cells import (
     ALPHA,
     CLOCK,
-    TNCA,
     VALUE,
     CellContext,
     alive_mask,
     firing_capacity,
-    grow,
-    grow_stages,
     growth_step,
     perceive,
     perceive_transpose,
-    seed_state,
-    time_features,
 )
+from tnca_jax.model import TNCA, grow, grow_stages, seed_state, time_features
 
 
 def test_perception_kernels_on_a_ramp():

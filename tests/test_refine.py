@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -6,15 +8,19 @@ from configs.violin import get_config
 from tests.test_vocoders import harmonic_tone
 from tnca_jax import contract as C
 from tnca_jax import metrics
-from tnca_jax.generation import RenderSettings, load_run, render
+from tnca_jax.errors import ConfigError
+from tnca_jax.generation import render
+from tnca_jax.inverse import load_inverse
 from tnca_jax.refine import Refinement, Selection, postprocess, select
+from tnca_jax.runs import load_run, recording_of
+from tnca_jax.settings import read_tnca
 
 CONTRACT = C.get_contract(C.DEFAULT_CONTRACT)
 LEVEL = 0.5 * (CONTRACT.log_min + CONTRACT.log_max)
 
 
 def test_postprocessing_is_off_by_default():
-    assert Refinement.from_config(get_config().generate) == Refinement()
+    assert read_tnca(get_config()).generate.refinement == Refinement()
     assert not Refinement().postprocesses
     grown = np.full((CONTRACT.n_mels, 20), LEVEL, np.float32)
     assert postprocess(grown, CONTRACT, Refinement()) is grown
@@ -67,15 +73,16 @@ def test_best_of_n_keeps_the_best_grown_candidate(trained_workdir):
     assert selection["best"] == min(selection["scores"]) and selection["gain_over_mean"] >= 0
     assert len(set(selection["scores"])) == 3  # the candidates grew differently
     run = load_run(trained_workdir)
-    assert metrics.mel_l1_db(run.target().audio, result.audio, run.contract) == selection["best"]
-    with pytest.raises(ValueError, match="reference recording"):
-        render(run.model, run.n_frames, None,
-               RenderSettings(steps=4, num_stages=1, seed=0, refinement=Refinement(best_of=2)))
+    assert metrics.mel_l1_db(recording_of(run).audio, result.audio,
+                             run.contract) == selection["best"]
+    settings = dataclasses.replace(run.settings.generate, best_of=2)
+    with pytest.raises(ConfigError, match="by its recording"):
+        render(run, load_inverse(run.representation), settings, 0)
 
 
 def test_generate_applies_the_postprocessing_to_every_stage(trained_workdir):
-    plain = tnca_jax.generate(trained_workdir, steps=6, num_stages=2)
-    smoothed = tnca_jax.generate(trained_workdir, steps=6, num_stages=2,
+    plain = tnca_jax.generate(trained_workdir, growth_steps=6, num_stages=2)
+    smoothed = tnca_jax.generate(trained_workdir, growth_steps=6, num_stages=2,
                                  refinement=Refinement(temporal_median=3))
     contract = plain.contract
     np.testing.assert_allclose(smoothed.stages, postprocess(plain.stages, contract,

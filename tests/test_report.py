@@ -12,7 +12,12 @@ from tests.browser import find_browser, open_page
 from tests.conftest import tiny_config
 from tnca_jax import cli, metrics, report
 from tnca_jax.growth import CROSSFADE_SECONDS, crossfade_join
+from tnca_jax.records import RunMetrics
 from tnca_jax.workdir import METRICS_FILE
+
+
+def stored(workdir) -> RunMetrics:
+    return RunMetrics.from_dict(json.loads((workdir / METRICS_FILE).read_text()))
 
 CELL = re.compile(r'data-section="(\w+)" data-metric="(\w+)" data-value="([^"]*)"')
 # The page's audio durations and decoded image widths; inside the notebook iframe if there is one.
@@ -38,17 +43,18 @@ CHECK_PAGE = """(async () => {
 
 def test_training_writes_a_report_whose_numbers_are_metrics_json(trained_workdir):
     page = (trained_workdir / report.REPORT_FILE).read_text()
-    stored = json.loads((trained_workdir / METRICS_FILE).read_text())
+    run = stored(trained_workdir)
     cells = CELL.findall(page)
     assert len(cells) == len(metrics.METRICS) * len(report.SECTIONS)
     for section, name, value in cells:
-        assert html.unescape(value) == repr(stored[section][name]), (section, name)
+        assert html.unescape(value) == repr(getattr(getattr(run.note, section), name)), (
+            section, name)
     # The 0.6 s tiny target is too short for ViSQOL: the page says n/a and why.
-    assert stored["generated"]["visqol_moslqo"] is None
+    assert run.note.generated.visqol_moslqo is None
     assert "ViSQOL cannot score this audio" in html.unescape(page)
     # target, generated, ceiling, and the same note and ceiling through the music vocoder
     assert page.count('src="data:audio/wav;base64,') == 5
-    music = stored["other_vocoders"]["music"]
+    music = run.other_vocoders["music"]
     assert set(music["generated"]) == set(music["ceiling"]) == {"mel_l1_db", "mrstft",
                                                                 "rms_ratio"}
     assert all((trained_workdir / file).exists() for file in music["files"])
@@ -63,17 +69,17 @@ def test_evaluate_and_growth_modes(trained_workdir, tmp_path):
     config = tiny_config()
     config.generate.best_of = 3
     assert cli.run("evaluate", config, str(workdir)) == 0
-    stored = json.loads((workdir / METRICS_FILE).read_text())
-    assert stored["best_of"]["n"] == 3 and stored["refinement"]["best_of"] == 3
+    run = stored(workdir)
+    assert run.best_of["n"] == 3 and run.refinement["best_of"] == 3
     # The kept candidate is the one scored: same audio, same metric, same number.
-    assert stored["generated"]["mel_l1_db"] == stored["best_of"]["best"]
+    assert run.note.generated.mel_l1_db == run.best_of["best"]
     page = (workdir / report.REPORT_FILE).read_text()
     assert "3 candidates grown in one batch" in page and 'data-name="growth"' not in page
 
     assert cli.run("growth", config, str(workdir)) == 0
     audio, rate = sf.read(workdir / "growth.wav")
     stages, note = config.generate.num_stages, json.loads(
-        (workdir / "run.json").read_text())["n_frames"] * 512
+        (workdir / "run.json").read_text())["grid_frames"] * 512
     overlap = round(CROSSFADE_SECONDS * rate)
     assert len(audio) == stages * note - (stages - 1) * overlap and np.abs(audio).max() > 0
     assert Image.open(workdir / "growth.gif").n_frames == stages
@@ -108,7 +114,7 @@ def test_report_plays_and_renders_in_headless_chromium(trained_workdir, tmp_path
     if browser is None:
         pytest.skip("no Chromium on this machine: `apt-get install -y chromium` (Debian) runs "
                     "this test; .ci/run installs it")
-    seconds = json.loads((trained_workdir / METRICS_FILE).read_text())["target_seconds"]
+    seconds = stored(trained_workdir).extra["target_seconds"]
     # The page itself, and the page as a notebook shows it (report.show's output cell).
     notebook = tmp_path / "notebook.html"
     notebook.write_text('<!doctype html><html><head><link rel="icon" href="data:,"></head><body>'

@@ -19,13 +19,15 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from flax import nnx
 
 from tests.conftest import ROOT, tiny_config
-from tnca_jax import cli
-from tnca_jax import train as train_lib
-from tnca_jax.checks import check_config
+from tnca_jax import cli, training
 from tnca_jax.errors import ConfigError
-from tnca_jax.target import load_target
+from tnca_jax.modes import load_notes, new_inverse
+from tnca_jax.runs import describe
+from tnca_jax.settings import read_tnca
+from tnca_jax.tnca_training import Targets, create_train_state, plan_training
 from tnca_jax.workdir import Workdir
 
 ITERATIONS = 6
@@ -43,8 +45,8 @@ def sharding_config() -> ml_collections.ConfigDict:
     config.contract = ml_collections.ConfigDict(dict(
         sample_rate=22050, n_fft=512, hop_length=256, win_length=512, n_mels=16,
         magnitude_power=2, log_floor=1e-10))
-    config.max_seconds = 24 * 256 / 22050
-    config.min_seconds = 0.1
+    config.data.max_seconds = 24 * 256 / 22050
+    config.data.min_seconds = 0.1
     config.train.batch_size = 8
     config.train.pool_size = 16
     config.train.checkpoint_every = 3
@@ -61,17 +63,25 @@ def _placement(array) -> dict:
             "shards": sorted({shard.data.shape[0] for shard in array.addressable_shards})}
 
 
+def _program():
+    settings = read_tnca(sharding_config())
+    notes = load_notes(settings, new_inverse(settings))
+    return settings, notes, plan_training(settings, notes,
+                                          lambda w: w.write_run(describe(settings, notes)))
+
+
 def _restored_placement(workdir: Path, step: int) -> dict:
     """Where the pool and a parameter of checkpoint `step` land when restored for training."""
-    config = sharding_config()
-    mesh = train_lib.data_mesh(config.train)
-    frames = load_target(config).n_frames
-    _, state, pool = train_lib.create_train_state(config, 16, frames, mesh=mesh)
+    settings, notes, program = _program()
+    _, state, pool = create_train_state(settings, notes, Targets.create(notes),
+                                        mesh=program.mesh)
     checkpoints = Workdir(workdir).checkpoints(create=False)
-    pool = train_lib.restore(checkpoints, step, state, pool)
+    restored = checkpoints.restore(step, {training.MODEL: nnx.to_pure_dict(state.model),
+                                          training.CARRY: training.abstract(pool)})
     checkpoints.close()
-    kernel = state[0]["update_rule"]["hidden"]["kernel"][...]
-    return {"pool": _placement(pool), "kernel_devices": len(kernel.sharding.device_set),
+    kernel = restored[training.MODEL]["update_rule"]["hidden"]["kernel"]
+    return {"pool": _placement(restored[training.CARRY].states),
+            "kernel_devices": len(kernel.sharding.device_set),
             "kernel_replicated": kernel.sharding.is_fully_replicated,
             "device_count": jax.device_count()}
 
@@ -81,30 +91,28 @@ def _eight(workdir: Path) -> dict:
     grid-sized values of the compiled step hold one sample (a device's share of the batch of
     8) or the whole batch."""
     pools = []
-    config = sharding_config()
-    target = load_target(config)
-    program = train_lib.plan_training(config, target)
+    settings, notes, program = _program()
     hlo = program.step.as_text()  # the compiled step that trains
-    grids = {"sample": hlo.count(f"f32[1,16,{target.n_frames},16]"),
-             "batch": hlo.count(f"f32[8,16,{target.n_frames},16]")}
+    frames = notes.grid_frames
+    grids = {"sample": hlo.count(f"f32[1,16,{frames},16]"),
+             "batch": hlo.count(f"f32[8,16,{frames},16]")}
 
     def recorded(state, pool):
         state, pool, metrics = program.step(state, pool)
-        pools.append(_placement(pool))
+        pools.append(_placement(pool.states))
         return state, pool, metrics
 
-    train_lib.train(config, workdir, target, progress=False,
-                    program=dataclasses.replace(program, step=recorded))
+    training.train(dataclasses.replace(program, step=recorded), Workdir(workdir),
+                   settings.train, progress=False)
     return {"losses": _losses(workdir), "pools": pools, "grids": grids,
             "restored": _restored_placement(workdir, ITERATIONS)}
 
 
 def _one(straight: Path, resumed: Path) -> dict:
     """Train on 1 device, and resume an 8-device run's step-3 checkpoint on 1 device."""
-    config = sharding_config()
-    target = load_target(config)
-    train_lib.train(config, straight, target, progress=False)
-    train_lib.train(config, resumed, target, progress=False)
+    settings, _, program = _program()
+    training.train(program, Workdir(straight), settings.train, progress=False)
+    training.train(program, Workdir(resumed), settings.train, progress=False)
     return {"losses": _losses(straight), "resumed_losses": _losses(resumed),
             "restored": _restored_placement(resumed, ITERATIONS)}
 
@@ -148,18 +156,16 @@ def test_eight_devices_train_like_one_and_checkpoints_move_between_them(tmp_path
 
 @pytest.mark.parametrize(("key", "value", "fix"), [("batch_size", 3, 4), ("pool_size", 6, 8)])
 def test_sizes_that_do_not_split_over_the_devices_are_refused(key, value, fix):
-    config = tiny_config()
-    config.train.batch_size, config.train.pool_size = 4, 8
-    config.train[key] = value
-    check_config(config)  # Not training: no device count, no sharding check.
+    sizes = {"train.batch_size": 4, "train.pool_size": 8, f"train.{key}": value}
+    four = jax.devices() * 4  # the check comes before the mesh is built
     with pytest.raises(ConfigError, match=(
             rf"^--config\.train\.{key}={value} must be a multiple of the 4 devices training "
             rf"is split over \(jax\.devices\(\)\); use e\.g\. --config\.train\.{key}={fix}$")):
-        check_config(config, device_count=4)
+        training.data_mesh(sizes, four)
 
 
 def test_a_run_that_does_not_split_stops_before_writing(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(jax, "device_count", lambda: 8)
+    monkeypatch.setattr(jax, "devices", lambda: [jax.local_devices()[0]] * 8)
     assert cli.run("train", tiny_config(), str(tmp_path / "run")) == 2
     assert capsys.readouterr().err == (
         "error: --config.train.batch_size=2 must be a multiple of the 8 devices training is "

@@ -229,25 +229,26 @@ def test_train_ceiling_and_generate_follow_the_vocoder_contract(tmp_path, tiny_h
     """--config.vocoder=hifigan trains on HiFi-GAN's contract; --mode=generate re-renders with
     it; --mode=ceiling measures another vocoder (BigVGAN) before training."""
     from tnca_jax.modes import train_and_evaluate
+    from tnca_jax.settings import read_tnca
 
     config = tiny_config(iterations=2)
     config.vocoder, config.vocoder_path = "hifigan", str(tiny_hifigan[0])
-    report = train_and_evaluate(config, tmp_path, progress=False)
+    report = train_and_evaluate(read_tnca(config), tmp_path, progress=False)
     run = json.loads((tmp_path / "run.json").read_text())
     assert C.SpectralContract.from_dict(run["contract"]).first_difference(
         C.PRESETS["hifigan_v1_22khz"]) is None
-    assert report["vocoder"] == "hifigan" and run["contract"]["n_mels"] == 80
+    assert report.vocoder == "hifigan" and run["contract"]["n_mels"] == 80
 
     assert cli.run("generate", config, str(tmp_path)) == 0
     generated = json.loads((tmp_path / "generated_hifigan.json").read_text())
-    assert generated["ceiling"] == report["ceiling"]  # same vocoder, same recording
-    assert set(generated) >= {"generated", "ceiling", "static_baseline"}
+    assert generated["note"]["ceiling"] == report.note.ceiling.to_dict()  # same vocoder, note
+    assert set(generated["note"]) >= {"generated", "ceiling", "static_baseline"}
 
     config.vocoder, config.vocoder_path = "bigvgan", str(tiny_bigvgan[0])
     assert cli.run("ceiling", config, str(tmp_path)) == 0
     ceiling = json.loads((tmp_path / "ceiling_bigvgan.json").read_text())
     assert ceiling["contract"]["fmax"] is None and ceiling["vocoder"] == "bigvgan"
-    assert ceiling["ceiling"]["mel_l1_db"] > 0  # a random model: measured, not good
+    assert ceiling["notes"][0]["ceiling"]["mel_l1_db"] > 0  # a random model: measured, not good
     assert (tmp_path / "ceiling_bigvgan.wav").stat().st_size > 0
 
 

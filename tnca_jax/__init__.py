@@ -10,7 +10,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "generate": "tnca_jax.timbre",
+    "generate": "tnca_jax.generation",
+    "Erase": "tnca_jax.generation",
     "GenerationResult": "tnca_jax.generation",
     "PRESETS": "tnca_jax.contract",
     "ContractMismatchError": "tnca_jax.contract",
@@ -21,7 +22,7 @@ _EXPORTS = {
 }
 _SUBMODULES = ("report",)
 
-__all__ = ["PRESETS", "ContractMismatchError", "GenerationResult", "MelContract",
+__all__ = ["PRESETS", "ContractMismatchError", "Erase", "GenerationResult", "MelContract",
            "SpectralContract", "UserError", "generate", "get_contract", "report"]
 
 if TYPE_CHECKING:
@@ -34,8 +35,7 @@ if TYPE_CHECKING:
         get_contract,
     )
     from tnca_jax.errors import UserError
-    from tnca_jax.generation import GenerationResult
-    from tnca_jax.timbre import generate
+    from tnca_jax.generation import Erase, GenerationResult, generate
 
 
 def __getattr__(name: str) -> Any:

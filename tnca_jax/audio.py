@@ -154,7 +154,7 @@ def cut_quietly(audio: np.ndarray, sample_rate: int, max_seconds: float
     kept[cut - fade:] *= (0.5 + 0.5 * np.cos(np.linspace(0, np.pi, fade))).astype(kept.dtype)
     return kept, (f"kept the first {cut / sample_rate:.2f} s, cut at its quietest point in "
                   f"{start / sample_rate:.2f}-{max_seconds:.2f} s with a "
-                  f"{FADE_SECONDS * 1000:.0f} ms fade-out (--config.max_seconds sets the cap)")
+                  f"{FADE_SECONDS * 1000:.0f} ms fade-out (--config.data.max_seconds sets the cap)")
 
 
 def _dbfs(level: float) -> float:
@@ -238,9 +238,13 @@ def fit_full_scale(audio: np.ndarray) -> np.ndarray:
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
     """Write mono float audio as 16-bit PCM WAV, atomically (temp file then rename). Encoded
     in memory first, so that a failed write raises the OS's error (libsndfile would say only
-    "System error")."""
+    "System error"). Audio holding NaN or Inf (a broken renderer) is refused, not written
+    (AudioError): a result is never silence or noise made of it."""
     import soundfile as sf
 
+    if not np.all(np.isfinite(audio)):
+        raise AudioError(f"the audio for {path} holds NaN or Inf (the renderer failed); not "
+                         "written")
     encoded = io.BytesIO()
     sf.write(encoded, np.clip(np.asarray(audio, np.float32), -1.0, 1.0), sample_rate,
              subtype="PCM_16", format="WAV")

@@ -1,9 +1,7 @@
-"""Command-line entry: dispatches `--mode` (`tnca_jax.modes`) and turns user errors into one
-line.
+"""Command-line entry: reads the config once into the job's settings (`tnca_jax.jobs`), runs
+`--mode`, and turns user errors into one line.
 
-Each mode is a function `(config, workdir) -> dict` whose result is printed as JSON. A config
-with `job = "vocoder"` (configs/vocoder.py) trains the music vocoder instead
-(`tnca_jax.vocoder_train`; mode train only). A user
+Each mode is a function `(settings, workdir) -> dict` whose result is printed as JSON. A user
 error (`tnca_jax.errors.UserError`: bad file, bad config, contract mismatch, unwritable
 workdir, ...) prints `error: <one line>` to stderr and exits with status 2; `--debug` shows
 the traceback instead. Any other exception is a bug and keeps its traceback. Ctrl-C prints
@@ -21,11 +19,9 @@ import ml_collections
 
 from tnca_jax import interrupts
 from tnca_jax.errors import ConfigError, UserError
+from tnca_jax.jobs import MODE_NAMES, job_of
 
-# The modes of tnca_jax.modes.MODES, named here so that main.py's flags need not import them
-# (main.py's docstring says what each does).
-MODE_NAMES = ("train", "evaluate", "growth", "ceiling", "generate")
-JOBS = ("tnca", "vocoder", "timbre")  # config.job: what the config trains (absent: tnca)
+__all__ = ["MODE_NAMES", "flag_error", "run"]
 
 
 def run(mode: str, config: ml_collections.ConfigDict, workdir: str, *,
@@ -37,7 +33,9 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str, *,
             raise ConfigError("--workdir is empty: name the run's directory, e.g. "
                               "--workdir=runs/violin")
         with interrupts.exit_on_sigint(lambda: interrupted(mode, workdir)):
-            summary = job_mode(config, mode)(config, workdir)
+            job = job_of(config)
+            settings = job.settings(config.to_dict())  # the config, read once
+            summary = job.mode(mode)(settings, workdir)
     except UserError as err:
         if debug:
             raise
@@ -79,27 +77,3 @@ def flag_error(err: BaseException, argv: Sequence[str]) -> str:
         flag = re.match(r"flag (--\S+?): ", text)
         text = f"{flag[1] + ': ' if flag else ''}{' '.join(str(chain[-1]).split())}"
     return f"{text.removeprefix('flag ')} (python main.py --helpshort lists the flags)"
-
-
-def job_mode(config: ml_collections.ConfigDict, mode: str):
-    """The function that runs `mode` of the config's job (ConfigError for a job or mode that
-    does not exist)."""
-    job = config.get("job", "tnca")
-    if job == "vocoder":
-        if mode != "train":
-            raise ConfigError(f"the vocoder job (config.job='vocoder') has only --mode=train, "
-                              f"not {mode!r}; use the weights it writes with "
-                              "--config.vocoder=music --config.vocoder_path=<file>")
-        from tnca_jax.vocoder_train import train_summary
-
-        return train_summary
-    if job not in JOBS:
-        raise ConfigError(f"unknown config.job {job!r}; choose one of {', '.join(JOBS)}")
-    from tnca_jax.modes import MODES, TIMBRE_MODES
-
-    if job == "timbre":
-        if mode not in TIMBRE_MODES:
-            raise ConfigError(f"the timbre job (configs/instruments.py) has no --mode={mode}; "
-                              f"choose one of {', '.join(TIMBRE_MODES)}")
-        return TIMBRE_MODES[mode]
-    return MODES[mode]

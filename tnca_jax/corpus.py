@@ -16,6 +16,7 @@ Names understood (pitch from the last note-like token, or an explicit `m<MIDI>` 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import glob
 import os
 import re
@@ -68,8 +69,8 @@ def is_held_out(midi: int) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class Recording:
-    """One file of a corpus, labelled from its name.
+class LabelledFile:
+    """One audio file of a corpus, labelled from its name.
 
     Attributes:
       path: the audio file.
@@ -88,16 +89,16 @@ class Recording:
         return self.midi is None or is_held_out(self.midi)
 
 
-def describe(path: str | os.PathLike) -> Recording:
+def describe(path: str | os.PathLike) -> LabelledFile:
     """Label a recording with its instrument and pitch from its path."""
     path = Path(path)
     first = _TOKEN_SPLIT.split(path.stem)[0]
     named = first and not _NOTE.match(first) and not _MIDI_TOKEN.match(first)
     instrument = (first if named else path.parent.name).lower()
-    return Recording(path=path, instrument=instrument, midi=midi_from_name(path.name))
+    return LabelledFile(path=path, instrument=instrument, midi=midi_from_name(path.name))
 
 
-def find_recordings(patterns: Iterable[str | os.PathLike]) -> list[Recording]:
+def find_files(patterns: Iterable[str | os.PathLike]) -> list[LabelledFile]:
     """Every audio file under the given folders or matching the given globs, sorted, labelled.
 
     Raises FileNotFoundError naming the patterns when nothing is found.
@@ -117,7 +118,13 @@ def find_recordings(patterns: Iterable[str | os.PathLike]) -> list[Recording]:
     return [describe(path) for path in sorted(found)]
 
 
-def split_held_out(recordings: Sequence[Recording]
-                   ) -> tuple[list[Recording], list[Recording]]:
-    """(training, held-out) by the project-wide rule."""
-    return ([r for r in recordings if not r.held_out], [r for r in recordings if r.held_out])
+def matches(path: Path, patterns: Sequence[str]) -> bool:
+    """Whether `path` (whole, or its file name) matches one of the globs."""
+    return any(fnmatch.fnmatch(str(path), p) or fnmatch.fnmatch(path.name, p)
+               for p in patterns)
+
+
+def is_held_out_file(file: LabelledFile, held_out: str | Sequence[str]) -> bool:
+    """Whether `file` is held out: by the project-wide rule (`held_out` "pitch") or by matching
+    one of the globs `held_out`."""
+    return file.held_out if held_out == "pitch" else matches(file.path, held_out)

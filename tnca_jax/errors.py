@@ -8,6 +8,7 @@ either.
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -34,5 +35,28 @@ class VocoderError(UserError, ValueError):
 
 
 def warn(message: str) -> None:
-    """A notice the user should see that does not stop the run: one line on stderr."""
-    print(" ".join(message.split()), file=sys.stderr, flush=True)
+    """A notice the user should see that does not stop the run: one line on stderr (on a line
+    of its own above a progress bar, which is drawn again below it)."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(" ".join(message.split()), file=sys.stderr)
+
+
+class WorkdirWriteError(UserError, OSError):
+    """Writing into the workdir failed; what was there before stays intact."""
+
+
+class WorkdirError(UserError, ValueError):
+    """The workdir holds something that cannot be used (damaged run.json, another run)."""
+
+
+class CheckpointError(WorkdirError):
+    """A checkpoint that cannot be read: damaged, or written by an incompatible version."""
+
+    def __init__(self, step: int, directory: os.PathLike, why: str):
+        super().__init__(f"checkpoint {step} in {directory} cannot be read ({why})")
+        self.step, self.why = step, why
+
+
+class WorkdirInUseError(WorkdirError):
+    """Another live process holds the workdir's lock."""

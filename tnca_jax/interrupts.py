@@ -29,10 +29,21 @@ _cleanups: list[Callable[[], None]] = []
 @contextlib.contextmanager
 def on_interrupt(cleanup: Callable[[], None]) -> Iterator[None]:
     """Run `cleanup` if Ctrl-C ends the process inside the block."""
-    _cleanups.append(cleanup)
+    register(cleanup)
     try:
         yield
     finally:
+        unregister(cleanup)
+
+
+def register(cleanup: Callable[[], None]) -> None:
+    """Run `cleanup` if Ctrl-C ends the process, until `unregister`ed (e.g. stop a worker
+    process that would otherwise finish its task after the process is gone)."""
+    _cleanups.append(cleanup)
+
+
+def unregister(cleanup: Callable[[], None]) -> None:
+    with contextlib.suppress(ValueError):
         _cleanups.remove(cleanup)
 
 

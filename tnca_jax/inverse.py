@@ -3,7 +3,7 @@ vocoder's contract, the weight-free Griffin-Lim vocoder, and the one factory (`l
 that every mode and `generate()` use.
 
 Vocoders by name (`VOCODER_NAMES`): `griffinlim` (JAX, no weights) lives here; the learned
-JAX vocoder `music` (`tnca_jax.neural_vocoder`, shipped weights) and the learned torch vocoders
+JAX vocoder `music` (`vocoders.music`, shipped weights) and the learned torch vocoders
 `bigvgan` and `hifigan` (in the `vocoders` package, the `vocoders` extra) depend on this module
 and are imported by module path on first use.
 """
@@ -108,7 +108,7 @@ def _griffin_lim(vocoder: GriffinLim, log_mel: jax.Array, key: jax.Array) -> jax
 # Learned vocoders in torch: name -> module of the `vocoders` package with `load(path, ...)`.
 TORCH_VOCODERS = {"bigvgan": "vocoders.bigvgan", "hifigan": "vocoders.hifigan"}
 # Learned vocoders in JAX: name -> module with `load(path)` (path None: its shipped weights).
-JAX_VOCODERS = {"music": "tnca_jax.neural_vocoder"}
+JAX_VOCODERS = {"music": "vocoders.music"}
 VOCODER_NAMES = ("griffinlim", *JAX_VOCODERS, *TORCH_VOCODERS)
 
 

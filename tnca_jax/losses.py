@@ -6,13 +6,16 @@ Audio and spectral distances:
   (512, 50, 240), (1024, 120, 600), (2048, 240, 1200) (BigVGAN's M-STFT, auraloss's defaults)
   of spectral convergence + mean |log S_ref - log S_gen| (magnitudes clamped at 1e-5).
   `tnca_jax.metrics.mrstft` reports this same number.
+- `log_mel_l1_db`: mean dB difference of two log-mels, floored 80 dB below the reference.
 - `multiscale_l1`: L1 over a pyramid of 2x average-pooled spectrograms (no learned network).
 - `temporal_l1`: L1 between frame-to-frame differences (onsets, decays, vibrato).
 - `waveform_l1`: L1 between waveforms (meaningful only where the phase is grown).
 
 The TNCA's terms (grids normalised to [0, 1], see `tnca_jax.representations`):
 - `spectrogram_loss`: frequency-weighted L1 between the shown and the target grid (weight 1);
-- `growth_loss`: alpha towards 1 everywhere; `overflow_penalty`: channels outside [-1, 1];
+- growth: alpha towards 1 on every cell of a note (Growing NCA's alpha target; only living
+  cells carry a gradient, so this keeps the growth front spreading); `overflow_penalty`:
+  channels outside [-1, 1];
 - with their weights, `multiscale_l1`, `temporal_l1`, and the audio losses on the grown note
   rendered differentiably (`Representation.audio`).
 """
@@ -22,19 +25,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
-import numpy as np
 
 from tnca_jax import dsp
+from tnca_jax.cells import ALPHA
 from tnca_jax.contract import SpectralContract
-from tnca_jax.model import ALPHA
 from tnca_jax.representations import Representation
 
 MRSTFT_RESOLUTIONS = ((512, 50, 240), (1024, 120, 600), (2048, 240, 1200))
 MRSTFT_FLOOR = 1e-5
+TOP_DB = 80.0  # mel L1 floors both spectrograms this far below the reference's peak
 
 
 @functools.lru_cache(maxsize=32)
@@ -57,6 +60,16 @@ def mrstft_distance(reference: jax.Array, generated: jax.Array, sample_rate: int
                                   - jnp.log(jnp.maximum(gen, MRSTFT_FLOOR))), axis=(-2, -1))
         total = total + jnp.mean(convergence + log_l1)
     return total / len(MRSTFT_RESOLUTIONS)
+
+
+def log_mel_l1_db(reference: jax.Array, generated: jax.Array, contract: SpectralContract
+                  ) -> jax.Array:
+    """Mean |dB difference| of log spectrograms [..., bins, frames] under `contract`, both
+    floored `TOP_DB` below each reference's peak, so that differences between two kinds of
+    near-silence do not count (the mel_l1_db metric; the music vocoder's mel loss)."""
+    ref_db, gen_db = contract.to_db(reference), contract.to_db(generated)
+    floor = jnp.max(ref_db, axis=(-2, -1), keepdims=True) - TOP_DB
+    return jnp.mean(jnp.abs(jnp.maximum(ref_db, floor) - jnp.maximum(gen_db, floor)))
 
 
 def multiscale_l1(pred: jax.Array, target: jax.Array, levels: int = 4) -> jax.Array:
@@ -107,12 +120,6 @@ def spectrogram_loss(shown: jax.Array, target_unit: jax.Array, weights: jax.Arra
     return jnp.mean(weights * jnp.abs(shown - target_unit), axis=(1, 2, 3))
 
 
-def growth_loss(states: jax.Array) -> jax.Array:
-    """Mean shortfall of alpha below 1: the whole grid should be alive (Growing NCA's alpha
-    target). Only living cells carry a gradient, so this keeps the growth front spreading."""
-    return jnp.mean(jax.nn.relu(1.0 - states[..., ALPHA]))
-
-
 def overflow_penalty(states: jax.Array) -> jax.Array:
     """Mean squared excursion of all channels outside [-1, 1]."""
     return jnp.mean((states - jnp.clip(states, -1.0, 1.0)) ** 2)
@@ -120,7 +127,7 @@ def overflow_penalty(states: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class LossWeights:
-    """The TNCA loss's weights (a config's `train` section; 0 turns a term off)."""
+    """The TNCA loss's weights (0 turns a term off)."""
 
     growth: float
     overflow: float
@@ -130,87 +137,88 @@ class LossWeights:
     waveform: float = 0.0
     audio_griffinlim_iterations: int = 4
 
-    @classmethod
-    def from_config(cls, train: ml_collections.ConfigDict) -> LossWeights:
-        return cls(growth=train.growth_weight, overflow=train.overflow_weight,
-                   multiscale=train.get("multiscale_weight", 0.0),
-                   temporal=train.get("temporal_weight", 0.0),
-                   audio=train.get("audio_weight", 0.0),
-                   waveform=train.get("waveform_weight", 0.0),
-                   audio_griffinlim_iterations=train.get("audio_griffinlim_iterations", 4))
-
     @property
     def uses_audio(self) -> bool:
         return bool(self.audio or self.waveform)
 
 
-@dataclasses.dataclass(frozen=True)
-class TncaTarget:
-    """What the TNCA's loss compares a grown grid with (build it with `create`).
+class BatchTarget(NamedTuple):
+    """What the TNCA's loss compares a grown batch with, one row per sample.
 
     Attributes:
-      unit: [n_values, F, T] the target representation normalised to [0, 1].
-      weights: [n_values, F, T] its `frequency_weights`.
-      representation: its representation (for the audio losses).
-      audio: [samples] the recording (for the audio losses), else None.
-      vocoder: a differentiable vocoder (log-mels [B, n_mels, frames] -> audio) the audio
-        losses render a mel grid through (`Inverse.differentiable_vocoder`: the music
-        vocoder), else None: the representation's own `audio` (unrolled Griffin-Lim).
+      unit: [B, n_values, F, T] the target representation normalised to [0, 1].
+      weights: [B, n_values, F, T] its `frequency_weights` (zero past a note's end).
+      floor: [B, n_values, 1, 1] levels below which the loss tells nothing apart (both sides
+        floored there, as mel_l1_db floors 80 dB below the peak), or None: no floor.
+      mask: [B, T] the frames of each note on a longer grid, or None: every frame.
+      audio: [B, samples] the recordings (for the audio losses), or None.
     """
 
     unit: jax.Array
     weights: jax.Array
-    representation: Representation
-    audio: np.ndarray | None = None
-    vocoder: Callable[[jax.Array], jax.Array] | None = None
+    floor: jax.Array | None = None
+    mask: jax.Array | None = None
+    audio: jax.Array | None = None
 
-    @classmethod
-    def create(cls, unit: jax.Array, representation: Representation,
-               audio: np.ndarray | None = None,
-               vocoder: Callable[[jax.Array], jax.Array] | None = None) -> TncaTarget:
-        unit = jnp.asarray(unit)
-        return cls(unit, frequency_weights(unit), representation, audio, vocoder)
+    def per_sample(self, shown: jax.Array) -> jax.Array:
+        """The weighted L1 of each sample: [B, V, F, T] -> [B]."""
+        if self.floor is None:
+            return spectrogram_loss(shown, self.unit, self.weights)
+        return spectrogram_loss(jnp.maximum(shown, self.floor),
+                                jnp.maximum(self.unit, self.floor), self.weights)
 
 
-def tnca_loss(shown: jax.Array, grown: jax.Array, target: TncaTarget, weights: LossWeights,
-              key: jax.Array) -> jax.Array:
-    """The TNCA's training loss of a batch.
+def masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """The mean of [B, F, T] values over the cells of each note's frames (mask [B, T]; None:
+    all cells)."""
+    if mask is None:
+        return jnp.mean(values)
+    return jnp.sum(values * mask[:, None]) / (jnp.sum(mask) * values.shape[1])
+
+
+def tnca_loss(shown: jax.Array, grown: jax.Array, target: BatchTarget, weights: LossWeights,
+              key: jax.Array, *, representation: Representation | None = None,
+              vocoder: Callable[[jax.Array], jax.Array] | None = None) -> jax.Array:
+    """The TNCA's training loss of a batch (both jobs).
 
     Args:
       shown: [B, n_values, F, T] the grids the cells show, normalised (`TNCA.spectrogram`).
       grown: [B, F, T, C] the grown states (for the growth and overflow terms).
-      target: what to grow.
+      target: what each sample grows.
       weights: the terms' weights.
       key: randomness of the differentiable rendering (Griffin-Lim's starting phase).
+      representation, vocoder: for the audio losses: how a grid becomes audio (`vocoder`, a
+        differentiable JAX vocoder of log-mels; None: the representation's own `audio`).
     """
     unit = target.unit
-    loss = (spectrogram_loss(shown, unit, target.weights).mean()
-            + weights.growth * growth_loss(grown) + weights.overflow * overflow_penalty(grown))
+    loss = (target.per_sample(shown).mean()
+            + weights.growth * masked_mean(jax.nn.relu(1.0 - grown[..., ALPHA]), target.mask)
+            + weights.overflow * overflow_penalty(grown))
     if weights.multiscale:
-        loss += weights.multiscale * multiscale_l1(shown[:, 0], unit[0])
+        loss += weights.multiscale * multiscale_l1(shown[:, 0], unit[:, 0])
     if weights.temporal:
-        loss += weights.temporal * temporal_l1(shown[:, 0], unit[0])
+        loss += weights.temporal * temporal_l1(shown[:, 0], unit[:, 0])
     if weights.uses_audio:
-        loss += audio_loss(shown, target, weights, key)
+        loss += audio_loss(shown, target, weights, key, representation, vocoder)
     return loss
 
 
-def audio_loss(shown: jax.Array, target: TncaTarget, weights: LossWeights, key: jax.Array
-               ) -> jax.Array:
+def audio_loss(shown: jax.Array, target: BatchTarget, weights: LossWeights, key: jax.Array,
+               representation: Representation,
+               vocoder: Callable[[jax.Array], jax.Array] | None) -> jax.Array:
     """The weighted audio-domain losses of normalised grids [B, V, F, T]: the note rendered
-    differentiably (`Representation.audio`), its multi-resolution STFT distance to the
-    recording, and its waveform L1 (for representations that grow the phase)."""
+    differentiably (by `vocoder`, else `Representation.audio`), its multi-resolution STFT
+    distance to the recording, and its waveform L1 (for representations that grow the
+    phase)."""
     if target.audio is None:
         raise ValueError("audio-domain losses need the target recording")
-    representation = target.representation
-    if target.vocoder is not None:
-        audio = target.vocoder(representation.from_unit(shown)[..., 0, :, :])
+    if vocoder is not None:
+        audio = vocoder(representation.from_unit(shown)[..., 0, :, :])
     else:
         audio = representation.audio(representation.from_unit(shown), key,
                                      griffinlim_iterations=weights.audio_griffinlim_iterations)
-    reference = jnp.asarray(target.audio)[None]
-    loss = weights.audio * mrstft_distance(reference, audio,
+    loss = weights.audio * mrstft_distance(target.audio, audio,
                                            representation.contract.sample_rate)
     if weights.waveform:
-        loss = loss + weights.waveform * waveform_l1(reference, audio)
+        loss = loss + weights.waveform * waveform_l1(target.audio, audio)
     return loss

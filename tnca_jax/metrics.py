@@ -48,7 +48,7 @@ import numpy as np
 from tnca_jax import dsp, losses, optional_metrics
 from tnca_jax.contract import DB_PER_NEPER, MelContract, SpectralContract
 
-TOP_DB = 80.0
+TOP_DB = losses.TOP_DB
 MCD_COEFFICIENTS = 13  # c_1..c_13
 SNR_MAX_DB = 200.0
 SNR_VOCODER_PHASE = ("not meaningful here: the TNCA grows a log-mel, the phase comes "
@@ -130,14 +130,15 @@ def mel_db(reference: np.ndarray, generated: np.ndarray, contract: MelContract
 def mel_l1_db_from_log_mel(reference: jax.Array, generated: jax.Array,
                            contract: SpectralContract) -> float:
     """mel_l1_db between two log spectrograms (log-mels, or log magnitudes under a linear
-    contract) of the same shape under `contract`."""
-    ref_db, gen_db = mel_db_from_log_mel(reference, generated, contract)
-    return float(np.mean(np.abs(ref_db - gen_db)))
+    contract) of the same shape under `contract` (`tnca_jax.losses.log_mel_l1_db`)."""
+    return float(losses.log_mel_l1_db(jnp.asarray(reference), jnp.asarray(generated),
+                                      contract))
 
 
 def mel_l1_db(reference: np.ndarray, generated: np.ndarray, contract: MelContract) -> float:
-    ref_db, gen_db = mel_db(reference, generated, contract)
-    return float(np.mean(np.abs(ref_db - gen_db)))
+    reference, generated = _align(reference, generated)
+    return mel_l1_db_from_log_mel(dsp.log_mel(reference, contract),
+                                  dsp.log_mel(generated, contract), contract)
 
 
 def _contract_magnitude(audio: np.ndarray, contract: MelContract) -> np.ndarray:

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from tnca_jax import interrupts
+
 F0_FMIN_HZ, F0_FMAX_HZ = 65.41, 2093.0  # C2..C7
 VISQOL_RATE = 48000
 TIMEOUT_S = 600.0  # per task: a hung metric is given up, not waited for forever
@@ -104,12 +106,18 @@ class Missing:
 
 def _serve(connection: Connection) -> None:
     """The worker's loop: run each task received, send back its result (or the exception's
-    text, which is no crash), until told to stop (None)."""
-    while (task := connection.recv()) is not None:
-        try:
-            connection.send(task.function(*task.args))
-        except Exception as err:
-            connection.send(Missing(f"{type(err).__name__}: {err}"))
+    text, which is no crash), until told to stop (None) or its parent is gone. Ctrl-C is the
+    parent's to handle (`tnca_jax.interrupts`): the worker ignores it, so that a terminal's
+    SIGINT to the whole process group prints no traceback from here."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        while (task := connection.recv()) is not None:
+            try:
+                connection.send(task.function(*task.args))
+            except Exception as err:
+                connection.send(Missing(f"{type(err).__name__}: {err}"))
+    except (EOFError, OSError):  # the parent ended (exit, Ctrl-C): nothing left to do
+        return
 
 
 class _Worker:
@@ -122,6 +130,7 @@ class _Worker:
                                        name="tnca_jax-optional-metrics")
         self.process.start()
         child.close()
+        interrupts.register(self.process.kill)  # Ctrl-C: do not finish the task alone
 
     def run(self, task: Task, timeout: float) -> Any:
         """The task's result, or Missing when the worker died or timed out (it is then
@@ -139,6 +148,7 @@ class _Worker:
         return Missing(f"its process died ({_exit_reason(self.process.exitcode)})")
 
     def stop(self) -> None:
+        interrupts.unregister(self.process.kill)
         if self.process.is_alive():
             self.process.kill()
         self.process.join(5)

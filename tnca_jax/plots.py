@@ -117,10 +117,10 @@ def growth_animation(path: str | os.PathLike | BinaryIO, stages: np.ndarray,
 
 
 def training_curve(path: str | os.PathLike | BinaryIO, records: list[dict]) -> None:
-    """Loss, grid mel L1 (dB) and living fraction against the training step, from the records
-    of train_metrics.jsonl."""
+    """Loss, grid mel L1 (dB) and living fraction against the iteration, from the records of
+    train_metrics.jsonl."""
     plt = _pyplot()
-    steps = [record["step"] for record in records]
+    steps = [record["iteration"] for record in records]
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.2), constrained_layout=True)
     for axis, key, label, log in ((axes[0], "loss", "training loss", True),
                                   (axes[1], "grid_l1_db", "grid L1 (dB)", False),

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import ml_collections
 import numpy as np
 
 from tnca_jax import metrics
@@ -29,7 +28,7 @@ HARMONIC_SIGMA_BANDS = 2.0
 
 @dataclasses.dataclass(frozen=True)
 class Refinement:
-    """How a note is refined (the config's `generate` section; see the module docstring).
+    """How a note is refined (`tnca_jax.settings.GenerateSettings`; see the module docstring).
 
     Attributes:
       best_of: candidates grown; the best against the reference is kept (1: no selection).
@@ -42,12 +41,6 @@ class Refinement:
     gaussian_sigma: float = 0.0
     temporal_median: int = 0
     harmonic_gain: float = 0.0
-
-    @classmethod
-    def from_config(cls, generate: ml_collections.ConfigDict) -> Refinement:
-        """From a config's `generate` section; keys it lacks (older runs) keep their defaults."""
-        return cls(**{field.name: generate[field.name] for field in dataclasses.fields(cls)
-                      if field.name in generate})
 
     @property
     def postprocesses(self) -> bool:

@@ -21,6 +21,8 @@ import os
 from pathlib import Path
 
 from tnca_jax import metrics, plots
+from tnca_jax.errors import WorkdirError
+from tnca_jax.records import NoteMetrics, RunMetrics
 from tnca_jax.workdir import (
     CEILING_WAV,
     COMPARISON_PNG,
@@ -88,10 +90,10 @@ def _players(workdir: Workdir) -> str:
     return f'<div class="players">{"".join(cells)}</div>'
 
 
-def _other_vocoders(workdir: Workdir, report: dict) -> str:
+def _other_vocoders(workdir: Workdir, report: RunMetrics) -> str:
     """Players and main metrics of the same grown note (and ceiling) through the companion
     vocoder, beside the run's own."""
-    others = report.get("other_vocoders") or {}
+    others = report.other_vocoders
     if not others:
         return ""
     parts = []
@@ -108,22 +110,23 @@ def _other_vocoders(workdir: Workdir, report: dict) -> str:
                              f'src="{_data_uri(path.read_bytes(), "audio/wav")}"></audio></div>')
         parts.append(f'<div class="players">{"".join(cells)}</div>')
     return (f"<p>The same grown note, and the recording's own log-mel, through "
-            f"{', '.join(others)} (the run's vocoder is {html.escape(report['vocoder'])}):</p>"
+            f"{', '.join(others)} (the run's vocoder is {html.escape(report.vocoder)}):</p>"
             + "".join(parts))
 
 
-def _metrics_table(report: dict) -> str:
+def _metrics_table(note: NoteMetrics) -> str:
     head = "".join(f"<th>{label}</th>" for _, label in SECTIONS)
+    sections = {section: getattr(note, section).to_dict() for section, _ in SECTIONS}
     rows = []
     for name, info in metrics.METRICS.items():
         cells = []
         for section, _ in SECTIONS:
-            value = report[section].get(name)
-            note = report[section].get("notes", {}).get(name)
-            title = f' title="{html.escape(note)}"' if note else ""
+            value = sections[section].get(name)
+            note_text = sections[section]["notes"].get(name)
+            title = f' title="{html.escape(note_text)}"' if note_text else ""
             cells.append(f'<td class="num" data-section="{section}" data-metric="{name}" '
                          f'data-value="{value!r}"{title}>{format_value(value)}'
-                         f'{" *" if note else ""}</td>')
+                         f'{" *" if note_text else ""}</td>')
         better = "higher" if info.higher_is_better else "lower"
         if name == "rms_ratio":
             better = "closer to 1"
@@ -132,7 +135,7 @@ def _metrics_table(report: dict) -> str:
                     f'<td class="num">{format_value(info.ideal)}</td><td>{better}</td>'
                     f"<td>{html.escape(info.about)}</td></tr>")
     notes = sorted({(name, text) for section, _ in SECTIONS
-                    for name, text in report[section].get("notes", {}).items()})
+                    for name, text in sections[section]["notes"].items()})
     footnotes = "".join(f"<li><code>{name}</code>: {html.escape(text)}</li>"
                         for name, text in notes)
     return (f"<table><thead><tr><th>metric</th>{head}<th>ideal</th><th>better</th>"
@@ -140,10 +143,10 @@ def _metrics_table(report: dict) -> str:
             + (f'<p class="muted">* Notes:</p><ul class="muted">{footnotes}</ul>' if notes else ""))
 
 
-def _best_of(report: dict) -> str:
-    refinement = report.get("refinement") or {}
+def _best_of(report: RunMetrics) -> str:
+    refinement = report.refinement or {}
     knobs = ", ".join(f"<code>{key}={value}</code>" for key, value in refinement.items())
-    selection = report.get("best_of")
+    selection = report.best_of
     if not selection:
         return f"<p>One candidate grown (best_of = 1). Settings: {knobs or 'defaults'}.</p>"
     scores = ", ".join(f"seed {seed}: {format_value(score)}"
@@ -173,21 +176,33 @@ def _training(records: list[dict]) -> str:
     return _image(buffer.getvalue(), "image/png", "training curve")
 
 
-TIMBRE_COLUMNS = (("mel_l1_db", "mel L1 (dB)"), ("static_mel_l1_db", "static (dB)"),
-                  ("temporal_gain", "temporal gain"), ("mrstft", "MR-STFT"),
-                  ("rms_ratio", "RMS ratio"), ("f0_error_cents", "f0 error (cents)"))
+NOTE_COLUMNS = (("mel_l1_db", "mel L1 (dB)"), ("static_mel_l1_db", "static (dB)"),
+                ("ceiling_mel_l1_db", "ceiling (dB)"), ("temporal_gain", "temporal gain"),
+                ("mrstft", "MR-STFT"), ("rms_ratio", "RMS ratio"),
+                ("f0_error_cents", "f0 error (cents)"))
 
 
-def _notes_table(rows: list[dict]) -> str:
-    head = "".join(f"<th>{label}</th>" for _, label in TIMBRE_COLUMNS)
+def _note_row(note: NoteMetrics) -> dict:
+    """The columns of one measured note."""
+    row = {key: getattr(note.generated, key, None) for key, _ in NOTE_COLUMNS}
+    row["static_mel_l1_db"] = note.static_baseline and note.static_baseline.mel_l1_db
+    row["ceiling_mel_l1_db"] = note.ceiling and note.ceiling.mel_l1_db
+    row["temporal_gain"] = note.temporal_gain
+    return row
+
+
+def _notes_table(notes: list[NoteMetrics]) -> str:
+    head = "".join(f"<th>{label}</th>" for _, label in NOTE_COLUMNS)
     body = []
-    for row in sorted(rows, key=lambda r: (not r["held_out"], r["instrument"], r["midi"])):
-        cells = "".join(f'<td class="num" data-metric="{key}" data-value="{row.get(key)!r}">'
-                        f"{format_value(row.get(key))}</td>" for key, _ in TIMBRE_COLUMNS)
-        body.append(f'<tr data-note="{html.escape(row["name"])}"><td>{html.escape(row["name"])}'
-                    f"</td><td>{html.escape(row['instrument'])}</td>"
-                    f'<td class="num">{row["midi"]:.1f}</td>'
-                    f"<td>{'held out' if row['held_out'] else 'seen'}</td>{cells}</tr>")
+    for note in sorted(notes, key=lambda n: (not n.held_out, n.note["instrument"],
+                                             n.note["midi"])):
+        row = _note_row(note)
+        cells = "".join(f'<td class="num" data-metric="{key}" data-value="{row[key]!r}">'
+                        f"{format_value(row[key])}</td>" for key, _ in NOTE_COLUMNS)
+        body.append(f'<tr data-note="{html.escape(note.name)}"><td>{html.escape(note.name)}'
+                    f"</td><td>{html.escape(note.note['instrument'])}</td>"
+                    f'<td class="num">{note.note["midi"]:.1f}</td>'
+                    f"<td>{'held out' if note.held_out else 'seen'}</td>{cells}</tr>")
     return (f"<table><thead><tr><th>note</th><th>instrument</th><th>MIDI</th><th>split</th>"
             f"{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
@@ -197,7 +212,7 @@ def _summary_line(summary: dict) -> str:
     for split, part in summary.items():
         parts.append(f"<b>{split.replace('_', '-')}</b> ({part['notes']} notes): mel L1 "
                      f"{format_value(part['mel_l1_db']['mean'])} dB against the static "
-                     f"baseline's {format_value(part['static_mel_l1_db']['mean'])} dB, temporal "
+                     f"baseline's {format_value(part['static_baseline_mel_l1_db'])} dB, temporal "
                      f"gain {format_value(part['temporal_gain']['mean'])}x (worst "
                      f"{format_value(part['temporal_gain']['worst'])}x), "
                      f"{part['beat_static']} of {part['notes']} better than static")
@@ -216,40 +231,41 @@ def _demo_players(workdir: Workdir, demos: list[dict], kinds: tuple[str, ...]) -
     return f'<div class="players">{"".join(cells)}</div>'
 
 
-def render_timbre_page(workdir: Workdir, report: dict) -> str:
-    """The report of a many-note (timbre) run: notes measured against their recordings (seen
-    and held out), and players for generated, morphed, gliding and regrown notes."""
+def render_instruments_page(workdir: Workdir, report: RunMetrics) -> str:
+    """The report of an instruments run: notes measured against their recordings (seen and
+    held out), and players for generated, morphed, gliding and regrown notes."""
     records = workdir.read_log()
+    instruments = report.extra["instruments"]
     sections = [
-        f"<h1>tnca_jax timbre report: {html.escape(workdir.path.name)}</h1>",
-        f'<p class="muted">One TNCA for {len(report["instruments"])} instruments '
-        f"({html.escape(', '.join(report['instruments']))}), trained on "
-        f"{report['training_notes']} notes ({report['checkpoint_step']} iterations); contract "
-        f"<code>{report['contract']}</code>, vocoder <code>{report['vocoder']}</code>. Each "
+        f"<h1>tnca_jax instruments report: {html.escape(workdir.path.name)}</h1>",
+        f'<p class="muted">One TNCA for {len(instruments)} instruments '
+        f"({html.escape(', '.join(instruments))}), trained on "
+        f"{report.extra['training_notes']} notes ({report.checkpoint_step} iterations); "
+        f"contract <code>{report.contract}</code>, vocoder <code>{report.vocoder}</code>. Each "
         "note below is grown from its instrument, pitch, loudness and length alone and "
         "measured against its recording, beside the static baseline (the recording's own mean "
         "spectrum held still).</p>",
-        _summary_line(report["summary"]),
-        "<h2>Notes</h2>", _notes_table(report["notes"]),
+        _summary_line(report.summary),
+        "<h2>Notes</h2>", _notes_table(report.notes),
         "<h2>Listen: new notes</h2>",
-        _demo_players(workdir, report["demos"], ("note",)),
+        _demo_players(workdir, report.demos, ("note",)),
     ]
-    if report.get("morph"):
-        morph = report["morph"]
+    if report.morph:
+        morph = report.morph
         sections += [
             f"<h2>Morph: {html.escape(morph['start'])} to {html.escape(morph['end'])}</h2>",
-            _demo_players(workdir, report["demos"], ("morph", "glide")),
+            _demo_players(workdir, report.demos, ("morph", "glide")),
         ]
         if workdir.file(MORPH_PNG).exists():
             sections.append(_image(workdir.file(MORPH_PNG).read_bytes(), "image/png",
                                    "morph curve"))
-    if report.get("regrowth"):
+    if report.regrowth:
         rows = "".join(f"<tr><td>{html.escape(r['note'])}</td>"
                        f'<td class="num">{format_value(r["undamaged_mel_l1_db"])}</td>'
                        f'<td class="num">{format_value(r["regrown_mel_l1_db"])}</td>'
                        f'<td class="num" data-metric="regrowth_ratio">'
-                       f"{format_value(r['ratio'])}</td></tr>" for r in report["regrowth"])
-        first = report["regrowth"][0]
+                       f"{format_value(r['ratio'])}</td></tr>" for r in report.regrowth)
+        first = report.regrowth[0]
         sections += [
             "<h2>Regrowth</h2>",
             f'<p class="muted">The middle {first["erase_fraction"]:.0%} of each note\'s frames '
@@ -257,33 +273,35 @@ def render_timbre_page(workdir: Workdir, report: dict) -> str:
             "steps; mel L1 against the recording, undamaged and regrown.</p>",
             "<table><thead><tr><th>note</th><th>undamaged (dB)</th><th>regrown (dB)</th>"
             f"<th>ratio</th></tr></thead><tbody>{rows}</tbody></table>",
-            _demo_players(workdir, report["demos"], ("regrown",)),
+            _demo_players(workdir, report.demos, ("regrown",)),
         ]
     sections += ["<h2>Training</h2>", _training(records)]
-    return _page(f"tnca_jax timbre report: {workdir.path.name}", "\n".join(sections))
+    return _page(f"tnca_jax instruments report: {workdir.path.name}", "\n".join(sections))
 
 
 def render_page(workdir: str | os.PathLike) -> str:
     """The report page of a workdir as one HTML string (see the module docstring)."""
     workdir = Workdir(workdir)
-    report = workdir.read_metrics()
-    if report.get("job") == "timbre":
-        return render_timbre_page(workdir, report)
-    audio_path = workdir.read_run().config.get("audio_path", "?") if workdir.has_run() else "?"
+    try:
+        report = RunMetrics.from_dict(workdir.read_metrics())
+    except (KeyError, TypeError, ValueError) as err:
+        raise WorkdirError(f"{workdir.file('metrics.json')} cannot be read ({err}); run "
+                           "--mode=evaluate to write it again") from None
+    if report.job == "instruments":
+        return render_instruments_page(workdir, report)
+    note = report.note
     records = workdir.read_log()
-    generated, ceiling = report["generated"], report["ceiling"]
-
     sections = [
         f"<h1>tnca_jax report: {html.escape(workdir.path.name)}</h1>",
-        f'<p class="muted">Recording <code>{html.escape(str(audio_path))}'
-        f"</code> ({report['target_seconds']:.2f} s), contract <code>{report['contract']}"
-        f"</code>, vocoder <code>{report['vocoder']}</code>"
-        + (f", {records[-1]['step']} training iterations" if records else "") + ".</p>",
+        f'<p class="muted">Recording <code>{html.escape(str(note.note["path"]))}'
+        f"</code> ({report.extra['target_seconds']:.2f} s), contract <code>{report.contract}"
+        f"</code>, vocoder <code>{report.vocoder}</code>"
+        + (f", {records[-1]['iteration']} training iterations" if records else "") + ".</p>",
         "<p>Mel L1 of the grown note: <b>"
-        f"{format_value(generated['mel_l1_db'])} dB</b>; the vocoder's ceiling "
-        f"{format_value(ceiling['mel_l1_db'])} dB; the static baseline (the recording's mean "
-        f"spectrum held still) {format_value(report['static_baseline']['mel_l1_db'])} dB; "
-        f"temporal gain {format_value(report['temporal_gain'])}x. A good model sits near the "
+        f"{format_value(note.generated.mel_l1_db)} dB</b>; the vocoder's ceiling "
+        f"{format_value(note.ceiling.mel_l1_db)} dB; the static baseline (the recording's mean "
+        f"spectrum held still) {format_value(note.static_baseline.mel_l1_db)} dB; "
+        f"temporal gain {format_value(note.temporal_gain)}x. A good model sits near the "
         "ceiling and far below the baseline.</p>",
         "<h2>Listen</h2>", _players(workdir), _other_vocoders(workdir, report),
         "<h2>Look: target against generated</h2>",
@@ -310,7 +328,7 @@ def render_page(workdir: str | os.PathLike) -> str:
         "<h2>Metrics</h2>",
         '<p class="muted">Each metric of the generated note against the recording, beside the '
         "vocoder's ceiling and the static baseline.</p>",
-        _metrics_table(report),
+        _metrics_table(note),
         "<h2>Refinement</h2>", _best_of(report),
     ]
     return _page(f"tnca_jax report: {workdir.path.name}", "\n".join(sections))

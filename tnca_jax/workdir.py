@@ -5,38 +5,39 @@ Writes are safe: the directory is probed for writability before a run starts, ev
 replaced whole (written to a temporary sibling, then renamed), and every failed write (disk
 full, read-only, permissions) becomes one `WorkdirWriteError` naming the file. A run holds the
 workdir's lock file (`Workdir.lock`) so that a second run cannot write into it at the same time.
-A damaged checkpoint is skipped for the newest intact one (`Checkpoints.restore_newest`). Only
-this module imports orbax; what orbax prints about a failed read or write (its error logs, its
-abandoned coroutines) is kept off stderr: the one exception raised here says it.
+A damaged checkpoint is skipped for the newest intact one (`tnca_jax.checkpoints`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
-import logging
 import os
-import shutil
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import ml_collections
 import numpy as np
 
 from tnca_jax import interrupts
 from tnca_jax.audio import write_wav
-from tnca_jax.contract import SpectralContract
-from tnca_jax.errors import MissingFileError, UserError, warn
+from tnca_jax.checkpoints import Checkpoints, resume_point
+from tnca_jax.errors import (
+    MissingFileError,
+    UserError,
+    WorkdirError,
+    WorkdirInUseError,
+    WorkdirWriteError,
+    warn,
+)
 from tnca_jax.files import reason, replacing
 
 # What a run writes (tnca_jax.modes), named in one place.
-RUN_FILE = "run.json"  # config, contract and grid length: what generate() restores
+RUN_FILE = "run.json"  # settings, contract, data: what generate() restores (tnca_jax.runs)
+RUN_FORMAT = "tnca_jax.run/2"
 METRICS_FILE = "metrics.json"
 TRAIN_LOG = "train_metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
@@ -48,172 +49,6 @@ GROWTH_WAV, GROWTH_GIF = "growth.wav", "growth.gif"
 REPORT_FILE = "report.html"
 NOTES_DIR = "notes"  # a timbre run's rendered notes, morphs, glide and regrowth (WAV)
 MORPH_PNG = "morph.png"
-
-
-class WorkdirWriteError(UserError, OSError):
-    """Writing into the workdir failed; what was there before stays intact."""
-
-
-class WorkdirError(UserError, ValueError):
-    """The workdir holds something that cannot be used (damaged run.json, another run)."""
-
-
-class CheckpointError(WorkdirError):
-    """A checkpoint that cannot be read: damaged, or written by an incompatible version."""
-
-    def __init__(self, step: int, directory: Path, why: str):
-        super().__init__(f"checkpoint {step} in {directory} cannot be read ({why})")
-        self.step, self.why = step, why
-
-
-class WorkdirInUseError(WorkdirError):
-    """Another live process holds the workdir's lock."""
-
-
-@dataclasses.dataclass(frozen=True)
-class RunRecord:
-    """What run.json says: the config a run was trained with, its contract and grid length;
-    for a many-note run (`tnca_jax.timbre_train`) also its instruments and notes."""
-
-    config: ml_collections.ConfigDict
-    contract: SpectralContract
-    n_frames: int
-    timbre: dict | None = None  # {"instruments": [...], "notes": [Note.to_dict(), ...]}
-
-
-class _OrbaxErrorLogs(logging.Filter):
-    """Drops orbax's ERROR records (a failed write logs its traceback from every worker thread):
-    the failure reaches the caller as one exception."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno >= logging.ERROR and _ORBAX_SOURCE in record.pathname)
-
-
-_ORBAX_SOURCE = f"{os.sep}orbax{os.sep}"
-
-
-def _orbax_debris(unraisable: Any, orbax: str = _ORBAX_SOURCE) -> bool:
-    """Whether an exception Python could not raise is the debris of a failed orbax read or
-    write: its abandoned coroutines, and its threads calling into an event loop it closed.
-    (Works while the interpreter shuts down: no module globals.)"""
-    code = getattr(unraisable.object, "cr_code", None)
-    return ((code is not None and orbax in code.co_filename)
-            or (isinstance(unraisable.exc_value, RuntimeError)
-                and str(unraisable.exc_value) == "Event loop is closed"))
-
-
-def _quiet_orbax() -> None:
-    """Keep orbax's reports of a failed checkpoint read or write off stderr (once a process)."""
-    absl_logger = logging.getLogger("absl")
-    if any(isinstance(f, _OrbaxErrorLogs) for f in absl_logger.filters):
-        return
-    absl_logger.addFilter(_OrbaxErrorLogs())
-    def hook(unraisable: Any, previous=sys.unraisablehook, debris=_orbax_debris) -> None:
-        if not debris(unraisable):
-            previous(unraisable)
-
-    sys.unraisablehook = hook
-
-
-def _first_words(err: BaseException, limit: int = 100) -> str:
-    """The first sentence of an error's message, on one line and cut to about `limit`
-    characters (orbax's run to pages)."""
-    text = " ".join(str(err).split()).split(". ")[0] or type(err).__name__
-    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
-
-
-class Checkpoints:
-    """The orbax checkpoints of a workdir: numbered steps, each a pytree of arrays."""
-
-    def __init__(self, directory: Path, *, keep: int | None = None, every: int | None = None,
-                 create: bool = True):
-        import orbax.checkpoint as ocp
-
-        _quiet_orbax()
-        self._ocp = ocp
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, save_interval_steps=every or 1, create=create,
-            cleanup_tmp_directories=True)  # Saves cut short by a killed process.
-        self.directory = directory
-        self._manager = ocp.CheckpointManager(directory, options=options)
-
-    def steps(self) -> list[int]:
-        return sorted(self._manager.all_steps())
-
-    def latest(self) -> int | None:
-        return self._manager.latest_step()
-
-    def should_save(self, step: int) -> bool:
-        return self._manager.should_save(step)
-
-    def save(self, step: int, tree: Any) -> None:
-        self._manager.save(step, args=self._ocp.args.StandardSave(tree), force=True)
-
-    def restore(self, step: int, like: Any) -> Any:
-        """Checkpoint `step` as a pytree shaped (and sharded) like `like`; WorkdirError when it
-        cannot be read (damaged, or written by an incompatible version)."""
-        try:
-            return self._manager.restore(step, args=self._ocp.args.StandardRestore(like))
-        except Exception as err:  # orbax raises bare Exception, ValueError, OSError, ...
-            raise CheckpointError(step, self.directory, _first_words(err)) from err
-
-    def restore_newest(self, like: Any, *, set_aside: Path | None = None
-                       ) -> tuple[int, Any] | None:
-        """The newest checkpoint that can be read, as (step, pytree shaped like `like`); None
-        when there is none.
-
-        A damaged checkpoint (truncated or missing files) is skipped with a notice on stderr;
-        with `set_aside` it is also moved into that directory, out of the way of the steps
-        training will write again. Raises WorkdirError, moving nothing, when no checkpoint can
-        be read.
-        """
-        damaged: list[CheckpointError] = []
-        for step in reversed(self.steps()):
-            try:
-                tree = self.restore(step, like)
-            except CheckpointError as err:
-                damaged.append(err)
-                continue
-            for err in damaged:
-                where = ""
-                if set_aside is not None:
-                    where = f"; moved to {self._set_aside(err.step, set_aside)}"
-                warn(f"warning: {err}{where}; using step {step}, the newest intact checkpoint")
-            if damaged and set_aside is not None:
-                self._manager.reload()
-            return step, tree
-        if not damaged:
-            return None
-        raise WorkdirError(
-            f"no checkpoint in {self.directory} can be read ("
-            f"{'; '.join(f'step {err.step}: {err.why}' for err in damaged)}). If another "
-            "version of tnca_jax wrote them, use that version; else train again in a new "
-            "--workdir")
-
-    def _set_aside(self, step: int, destination: Path) -> Path:
-        """Move checkpoint `step` into `destination` (a fresh name there); returns its path."""
-        destination.mkdir(parents=True, exist_ok=True)
-        target, copy = destination / str(step), 1
-        while target.exists():
-            target, copy = destination / f"{step}-{copy}", copy + 1
-        shutil.move(self.directory / str(step), target)
-        return target
-
-    def wait(self) -> None:
-        self._manager.wait_until_finished()
-
-    def close(self) -> None:
-        self._manager.close()
-
-    def resume_point(self) -> str:
-        """Where a rerun would start, in words."""
-        return _resume_point(self.latest())
-
-
-def _resume_point(latest: int | None) -> str:
-    if latest is None:
-        return "no checkpoint was written yet, a rerun starts afresh"
-    return f"the last good checkpoint is step {latest}, a rerun resumes from it"
 
 
 class Workdir:
@@ -304,27 +139,27 @@ class Workdir:
     def has_run(self) -> bool:
         return self.file(RUN_FILE).exists()
 
-    def write_run(self, config: ml_collections.ConfigDict, contract: SpectralContract,
-                  n_frames: int, timbre: dict | None = None) -> None:
-        run = {"config": json.loads(config.to_json()), "contract": contract.to_dict(),
-               "n_frames": n_frames}
-        if timbre is not None:
-            run["timbre"] = timbre
-        self.write_json(RUN_FILE, run)
+    def write_run(self, run: dict) -> None:
+        """Write run.json: what the checkpoints hold (`tnca_jax.runs` says what is in it)."""
+        self.write_json(RUN_FILE, {"format": RUN_FORMAT, **run})
 
-    def read_run(self) -> RunRecord:
+    def read_run(self) -> dict:
+        """run.json as written; WorkdirError (one line) when it is damaged, or written by a
+        tnca_jax whose runs this one cannot read."""
         path = self.file(RUN_FILE)
         try:
             run = json.loads(path.read_text())
         except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError included
-            run = str(err)
-        if not (isinstance(run, dict) and {"config", "contract", "n_frames"} <= run.keys()):
-            raise WorkdirError(f"{path} is damaged ("
-                               f"{run if isinstance(run, str) else 'fields missing'}); train "
-                               "again in a new --workdir")
-        return RunRecord(config=ml_collections.ConfigDict(run["config"]),
-                         contract=SpectralContract.from_dict(run["contract"]),
-                         n_frames=run["n_frames"], timbre=run.get("timbre"))
+            raise WorkdirError(f"{path} is damaged ({' '.join(str(err).split())}); train again "
+                               "in a new --workdir") from None
+        if not isinstance(run, dict):
+            raise WorkdirError(f"{path} is damaged (not a JSON object); train again in a new "
+                               "--workdir")
+        if run.get("format") != RUN_FORMAT:
+            raise WorkdirError(f"{path} was written by a tnca_jax whose runs this one cannot "
+                               "read (format {!r}, this one reads {!r}); train again in a new "
+                               "--workdir".format(run.get("format"), RUN_FORMAT))
+        return run
 
     # ---------------------------------------------------------------- metrics.json
     def has_metrics(self) -> bool:
@@ -351,23 +186,24 @@ class Workdir:
                 record = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(record, dict) and "step" in record:
+            if isinstance(record, dict) and "iteration" in record:
                 records.append(record)
         return records
 
     def read_log(self) -> list[dict]:
-        """The metric records of the training log (loss, grid L1, ... at a step)."""
+        """The metric records of the training log (loss, ... at an iteration)."""
         return [record for record in self._log_records() if "retry" not in record]
 
     def read_retries(self) -> list[dict]:
-        """The training log's records of rejected steps retried at a lower learning rate."""
+        """The training log's records of rejected iterations retried at a lower learning
+        rate."""
         return [record for record in self._log_records() if "retry" in record]
 
-    def trim_log(self, last_step: int) -> None:
-        """Keep the log records up to `last_step` (later steps will be logged again)."""
+    def trim_log(self, last: int) -> None:
+        """Keep the log records up to iteration `last` (later ones will be logged again)."""
         if not self.file(TRAIN_LOG).exists():
             return
-        kept = [r for r in self._log_records() if r["step"] <= last_step]
+        kept = [r for r in self._log_records() if r["iteration"] <= last]
         self.write_text(TRAIN_LOG, "".join(json.dumps(r) + "\n" for r in kept))
 
     @contextlib.contextmanager
@@ -400,7 +236,7 @@ class Workdir:
         directory = self.path / CHECKPOINT_DIR
         steps = [int(p.name) for p in directory.iterdir()
                  if p.name.isdigit() and p.is_dir()] if directory.is_dir() else []
-        return _resume_point(max(steps, default=None))
+        return resume_point(max(steps, default=None))
 
     # ---------------------------------------------------------------- the lock
     @contextlib.contextmanager

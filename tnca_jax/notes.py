@@ -1,26 +1,27 @@
-"""The recordings a conditioned TNCA learns from and is measured against: each note labelled
-with its instrument and pitch, trimmed, capped and turned into the representation it grows.
+"""The recordings a TNCA learns from and is measured against, as one `NoteSet` for every job:
+one recording for the `note` job (`load_note`), many labelled notes for the `instruments` job
+(`load_note_set`); each trimmed, capped, cut to whole frames and turned into the
+representation the TNCA grows.
 
-Labels: the instrument is the file name's first word or its folder's name, the pitch the note
-name in the file name (`tnca_jax.corpus`), tuned (with `data.tune`) to pYIN's median f0 when
-that lies within half a semitone of it: a recording played 30 cents sharp is labelled so; a
-file whose name holds no pitch gets pYIN's median f0 over its voiced frames, and one where
-pYIN hears no steady pitch either is refused, naming the file. The held-out split is the
-project-wide rule (pitch classes A, C#/Db and F of the named note, `tnca_jax.corpus.is_held_out`)
-or the files matching `data.held_out` globs.
+Labels (`instruments`): the instrument is the file name's first word or its folder's name, the
+pitch the note name in the file name (`tnca_jax.corpus`), tuned (with `data.tune`) to pYIN's
+median f0 when that lies within half a semitone of it: a recording played 30 cents sharp is
+labelled so; a file whose name holds no pitch gets pYIN's median f0 over its voiced frames, and
+one where pYIN hears no steady pitch either is refused, naming the file. The held-out split is
+the project-wide rule (pitch classes A, C#/Db and F of the named note,
+`tnca_jax.corpus.is_held_out`) or the files matching `data.held_out` globs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import functools
+import hashlib
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from tnca_jax import audio as audio_lib
@@ -35,6 +36,7 @@ from tnca_jax.conditioning import (
 from tnca_jax.errors import ConfigError, MissingFileError
 from tnca_jax.model import NoteCondition
 from tnca_jax.representations import Representation
+from tnca_jax.settings import CorpusData, NoteData
 
 MIN_VOICED_FRACTION = 0.3  # pYIN must hear a pitch on this share of frames to label a note
 
@@ -45,34 +47,37 @@ class PitchLabelError(audio_lib.AudioError):
 
 @dataclasses.dataclass(frozen=True)
 class Note:
-    """One labelled recording as a training or evaluation target.
+    """One recording as a training or evaluation target.
 
     Attributes:
       name: its path relative to the folder it was found in (for a glob: its folder's name
         and its file name).
       path: the audio file.
       instrument: instrument label.
-      midi: pitch as a MIDI number (fractional when pYIN gave or tuned it).
-      pitch_source: "name", "name+pyin" (the name's note, pYIN's tuning) or "pyin".
+      midi: pitch as a MIDI number (fractional when pYIN gave or tuned it); None where it was
+        not asked for (the `note` job).
+      pitch_source: "name", "name+pyin" (the name's note, pYIN's tuning), "pyin" or "".
       held_out: never trained on.
       loudness_db: its dynamic level (`tnca_jax.conditioning.loudness_db`).
       audio: mono float32 at the contract's rate, trimmed, capped, whole frames.
       features: [n_values, bins, frames] the representation of `audio`.
+      cut: how a recording longer than the cap was cut (None: used whole).
     """
 
     name: str
     path: str
     instrument: str
-    midi: float
+    midi: float | None
     pitch_source: str
     held_out: bool
     loudness_db: float
     audio: np.ndarray
     features: np.ndarray
+    cut: str | None = None
 
     @property
-    def f0_hz(self) -> float:
-        return midi_to_hz(self.midi)
+    def f0_hz(self) -> float | None:
+        return None if self.midi is None else midi_to_hz(self.midi)
 
     @property
     def n_frames(self) -> int:
@@ -81,28 +86,35 @@ class Note:
     def to_dict(self) -> dict:
         """The note's labels (for run.json and the reports)."""
         return {"name": self.name, "path": self.path, "instrument": self.instrument,
-                "midi": self.midi,
-                "pitch_source": self.pitch_source, "held_out": self.held_out,
-                "loudness_db": self.loudness_db, "frames": self.n_frames}
+                "midi": self.midi, "pitch_source": self.pitch_source,
+                "held_out": self.held_out, "loudness_db": self.loudness_db,
+                "frames": self.n_frames}
 
     @property
     def spec(self) -> NoteSpec:
         """The note as a conditioned TNCA is asked for it: its own labels and length."""
         return NoteSpec(self.instrument, self.midi, self.loudness_db, self.n_frames)
 
+    @property
+    def static_features(self) -> np.ndarray:
+        """The recording's per-band time average, held still (the static baseline)."""
+        return np.broadcast_to(self.features.mean(axis=-1, keepdims=True), self.features.shape)
+
 
 @dataclasses.dataclass(frozen=True)
 class NoteSet:
-    """Labelled notes under one representation, on one grid of `grid_frames` frames.
+    """Notes under one representation, on one grid of `grid_frames` frames.
 
-    `instruments` are the labels of the training notes, sorted: row i of the model's
-    instrument embedding is instruments[i].
+    `conditioned`: the model is told each note (the `instruments` job); `instruments` are then
+    the labels of the training notes, sorted (row i of the model's instrument embedding is
+    instruments[i]). A `note` job's set is its one recording, unconditioned, no instruments.
     """
 
     notes: tuple[Note, ...]
     instruments: tuple[str, ...]
     representation: Representation
     grid_frames: int
+    conditioned: bool
 
     @property
     def training(self) -> tuple[Note, ...]:
@@ -123,8 +135,11 @@ class NoteSet:
         return jnp.asarray(out)
 
     @functools.cached_property
-    def prior(self) -> SpectrumPrior:
-        """The training notes' spectra, from which every note's expected spectrum is drawn."""
+    def prior(self) -> SpectrumPrior | None:
+        """The training notes' spectra, from which every note's expected spectrum is drawn
+        (None when unconditioned)."""
+        if not self.conditioned:
+            return None
         training = self.training
         spectra = np.stack([np.asarray(self.representation.to_unit(jnp.asarray(n.features)))
                             .mean(axis=-1) for n in training])
@@ -143,6 +158,47 @@ class NoteSet:
         return note_condition(self.representation.contract, self.instruments,
                               [n.spec for n in notes], self.grid_frames, self.prior, exclude)
 
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """A digest of what training learns from (each training note's name, labels and
+        audio): a workdir is resumed only by a run on the same notes."""
+        digest = hashlib.sha256()
+        for note in self.training:
+            digest.update(repr((note.name, note.instrument, note.midi)).encode())
+            digest.update(np.ascontiguousarray(note.audio, np.float32).tobytes())
+        return digest.hexdigest()[:16]
+
+
+def load_note(data: NoteData, representation: Representation) -> NoteSet:
+    """The `note` job's recording (trimmed, capped, whole frames) as a set of one
+    unconditioned note. AudioError (one line) for a recording that cannot be a target."""
+    contract = representation.contract
+    recording = audio_lib.load_recording(data.audio_path, contract.sample_rate,
+                                         trim_db=data.trim_db, max_seconds=data.max_seconds)
+    audio, rate = recording.audio, contract.sample_rate
+    # Two analysis frames, and more samples than the reflect padding, at the very least.
+    frames_needed = max(2 * contract.hop_length, contract.pad + 1) / rate
+    # min_seconds judges the recording's sound, not what max_seconds kept of it.
+    if recording.source_seconds < data.min_seconds:
+        raise audio_lib.AudioError(
+            f"{data.audio_path} has {recording.source_seconds:.3f} s of sound after trimming, "
+            f"but --config.data.min_seconds={data.min_seconds} asks for "
+            f"{data.min_seconds:.3f} s; give a longer note or lower min_seconds")
+    if len(audio) < frames_needed * rate:
+        kept = "" if recording.cut is None else " (--config.data.max_seconds kept that much)"
+        raise audio_lib.AudioError(
+            f"{data.audio_path} gives {len(audio) / rate:.3f} s of sound{kept}, but two "
+            f"analysis frames of contract {contract.name!r} need {frames_needed:.3f} s; give "
+            "a longer note" + (" or raise max_seconds" if kept else ""))
+    audio = audio[: contract.num_samples(contract.num_frames(len(audio)))]
+    labels = corpus.describe(data.audio_path)
+    note = Note(name=Path(data.audio_path).name, path=str(data.audio_path),
+                instrument=labels.instrument, midi=None, pitch_source="", held_out=False,
+                loudness_db=loudness_db(audio, contract), audio=audio,
+                features=np.asarray(representation.features(audio)), cut=recording.cut)
+    return NoteSet(notes=(note,), instruments=(), representation=representation,
+                   grid_frames=note.n_frames, conditioned=False)
+
 
 def pyin_midi(audio: np.ndarray, sample_rate: int) -> float | None:
     """The median pYIN pitch (MIDI) over voiced frames, or None when fewer than
@@ -158,37 +214,29 @@ def pyin_midi(audio: np.ndarray, sample_rate: int) -> float | None:
     return float(69 + 12 * math.log2(np.median(f0[voiced]) / 440.0))
 
 
-def _matches(path: Path, patterns: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatch(str(path), p) or fnmatch.fnmatch(path.name, p)
-               for p in patterns)
-
-
-def load_note_set(data: ml_collections.ConfigDict, representation: Representation
-                  ) -> NoteSet:
+def load_note_set(data: CorpusData, representation: Representation) -> NoteSet:
     """The recordings of `data.paths` (folders or globs), less those matching `data.exclude`,
-    labelled and split, at most `data.max_seconds` each.
+    labelled and split, at most `data.max_seconds` each, as a conditioned set.
 
     Raises MissingFileError when nothing is found, PitchLabelError for a note whose pitch
     cannot be told, ConfigError when there is no training note or a held-out note's
     instrument is not among the training notes'.
     """
     try:
-        recordings = corpus.find_recordings(data.paths)
+        files = corpus.find_files(data.paths)
     except FileNotFoundError as err:
         raise MissingFileError(str(err)) from None
-    exclude = tuple(data.get("exclude", ()) or ())
-    held_out_globs = None if data.held_out == "pitch" else tuple(data.held_out)
     contract = representation.contract
     roots = [Path(p) for p in data.paths]
     notes = []
-    for recording in recordings:
-        if _matches(recording.path, exclude):
+    for file in files:
+        if corpus.matches(file.path, data.exclude):
             continue
-        sound = audio_lib.load_recording(recording.path, contract.sample_rate,
+        sound = audio_lib.load_recording(file.path, contract.sample_rate,
                                          trim_db=data.trim_db, max_seconds=data.max_seconds)
         audio = sound.audio[: contract.num_samples(contract.num_frames(len(sound.audio)))]
-        midi, source = recording.midi, "name"
-        if midi is not None and data.get("tune", False):
+        midi, source = file.midi, "name"
+        if midi is not None and data.tune:
             played = pyin_midi(audio, contract.sample_rate)
             if played is not None and abs(played - midi) < 0.5:
                 midi, source = played, "name+pyin"
@@ -196,20 +244,18 @@ def load_note_set(data: ml_collections.ConfigDict, representation: Representatio
             midi, source = pyin_midi(audio, contract.sample_rate), "pyin"
             if midi is None:
                 raise PitchLabelError(
-                    f"cannot tell the pitch of {recording.path}: its name holds no note (e.g. "
+                    f"cannot tell the pitch of {file.path}: its name holds no note (e.g. "
                     "violin_A4.wav, cello_m48.wav) and pYIN hears no steady pitch in it; "
                     "rename it or leave it out with --config.data.exclude")
-        held_out = (_matches(recording.path, held_out_globs) if held_out_globs is not None
-                    else corpus.is_held_out(round(midi) if recording.midi is None
-                                            else recording.midi))
-        root = next((r for r in roots if r.is_dir() and recording.path.is_relative_to(r)), None)
-        name = str(recording.path.relative_to(root) if root
-                   else Path(recording.path.parent.name) / recording.path.name)
-        notes.append(Note(name=name, path=str(recording.path), instrument=recording.instrument,
-                          midi=float(midi),
-                          pitch_source=source, held_out=held_out,
+        held_out = (corpus.is_held_out(round(midi) if file.midi is None else file.midi)
+                    if data.held_out == "pitch" else corpus.matches(file.path, data.held_out))
+        root = next((r for r in roots if r.is_dir() and file.path.is_relative_to(r)), None)
+        name = str(file.path.relative_to(root) if root
+                   else Path(file.path.parent.name) / file.path.name)
+        notes.append(Note(name=name, path=str(file.path), instrument=file.instrument,
+                          midi=float(midi), pitch_source=source, held_out=held_out,
                           loudness_db=loudness_db(audio, contract), audio=audio,
-                          features=np.asarray(representation.features(audio))))
+                          features=np.asarray(representation.features(audio)), cut=sound.cut))
     training = [n for n in notes if not n.held_out]
     if not training:
         raise ConfigError(f"no training note among the {len(notes)} recordings of "
@@ -220,4 +266,4 @@ def load_note_set(data: ml_collections.ConfigDict, representation: Representatio
         raise ConfigError(f"held-out notes of {', '.join(strangers)}, an instrument no "
                           "training note has; add training notes of it or exclude them")
     return NoteSet(notes=tuple(notes), instruments=instruments, representation=representation,
-                   grid_frames=max(n.n_frames for n in notes))
+                   grid_frames=max(n.n_frames for n in notes), conditioned=True)

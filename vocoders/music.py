@@ -1,8 +1,9 @@
-"""The music vocoder: a contract's log-mel -> audio, in pure JAX/Flax NNX, with shipped weights.
+"""The music vocoder: a contract's log-mel -> audio, in pure JAX/Flax NNX, with shipped weights
+(music_vocoder.safetensors beside this file; trained by `vocoders.music_train`).
 
-Architecture (Vocos-style, Siuzdak 2023; losses after APNet, Ai & Ling 2023; see
-`tnca_jax.vocoder_train`): the log-mel [batch, n_mels, frames] goes through a Conv1d embedding
-and a stack of ConvNeXt blocks over frames (no upsampling), then a linear head predicts, per
+Architecture (Vocos-style, Siuzdak 2023; losses after APNet, Ai & Ling 2023): the log-mel
+[batch, n_mels, frames] goes through a Conv1d embedding and a stack of ConvNeXt blocks over
+frames (no upsampling), then a linear head predicts, per
 STFT bin of the contract's own framing (n_fft, hop), a log-magnitude and a phase; one inverse
 STFT (windowed overlap-add) renders frames * hop samples. Everything runs at the frame rate, so
 it is fast on CPU, GPU and TPU, and it is differentiable end to end (audio-domain losses of the
@@ -21,7 +22,9 @@ keep -> 1 continues an oscillator at the predicted frequency (a phase vocoder); 
 the fresh, frame-local phase (onsets, noise; what Vocos does everywhere).
 
 Weights are one safetensors file carrying the contract and architecture as metadata
-(`save_weights`, `load_weights`); `NeuralVocoder` is the inference object the app uses.
+(`save_weights`, `load_weights`: a file with a non-finite value is refused). `MusicVocoder` is
+the network and the vocoder the app uses (`tnca_jax.inverse.Vocoder`: its `__call__` checks
+the log-mel against its contract and runs jitted).
 """
 
 from __future__ import annotations
@@ -45,10 +48,7 @@ from tnca_jax.errors import MissingFileError, VocoderError
 from tnca_jax.files import replacing
 from tnca_jax.inverse import check_input
 
-NAME = "music"
-# Shipped beside the torch vocoders' modules (the `vocoders` package directory), not imported
-# from there: loading them needs neither torch nor that package.
-WEIGHTS_PATH = Path(__file__).resolve().parent.parent / "vocoders" / "music_vocoder.safetensors"
+WEIGHTS_PATH = Path(__file__).resolve().parent / "music_vocoder.safetensors"
 WEIGHTS_FORMAT = "tnca_jax.music_vocoder"
 WEIGHTS_VERSION = "1"
 PHASOR_EPS = 1e-12  # Under |z|^2 when the recurrent phase is normalised to a unit phasor.
@@ -131,8 +131,12 @@ class MusicVocoder(nnx.Module):
     """log-mel [batch, n_mels, frames] under `contract` -> audio [batch, frames * hop].
 
     The contract fixes the input (its log-mel) and the output framing (its n_fft, hop and
-    window: one predicted STFT frame per mel frame).
+    window: one predicted STFT frame per mel frame). Calling it checks the input
+    (`tnca_jax.inverse.check_input`) and renders jitted (`render`, one compile per shape);
+    `differentiable` is the traceable network output for the TNCA's audio loss.
     """
+
+    name = "music"
 
     def __init__(self, contract: MelContract, architecture: Architecture = Architecture(),
                  *, rngs: nnx.Rngs):
@@ -141,13 +145,13 @@ class MusicVocoder(nnx.Module):
                                "(a mel contract)")
         if contract.n_fft % contract.hop_length or contract.win_length != contract.n_fft:
             raise VocoderError(f"contract {contract.name!r}: the music vocoder needs win_length "
-                             "== n_fft and n_fft a multiple of hop_length")
+                               "== n_fft and n_fft a multiple of hop_length")
         if contract.log != "ln":
             raise VocoderError(f"contract {contract.name!r}: the music vocoder needs a natural-log "
-                             "mel (log='ln')")
+                               "mel (log='ln')")
         if contract.padding != "reflect_center_false":
             raise VocoderError(f"contract {contract.name!r}: the music vocoder needs "
-                             "reflect_center_false padding (frames * hop samples)")
+                               "reflect_center_false padding (frames * hop samples)")
         self.contract = contract
         self.architecture = architecture
         arch = architecture
@@ -191,8 +195,21 @@ class MusicVocoder(nnx.Module):
         log_magnitude, phasor = self.components(log_mel)
         return jnp.exp(log_magnitude) * phasor
 
-    def __call__(self, log_mel: jax.Array) -> jax.Array:
-        """[batch, n_mels, frames] -> [batch, frames * hop] (refined, see `Architecture`)."""
+    def __call__(self, log_mel: jax.Array, *, contract: SpectralContract | None = None
+                 ) -> jax.Array:
+        """Checked log-mels [batch, n_mels, frames] (under `contract`, if declared) ->
+        audio [batch, frames * hop], refined (see `Architecture`), jitted."""
+        return _render(self, check_input(log_mel, self.contract, contract))
+
+    def differentiable(self, log_mel: jax.Array) -> jax.Array:
+        """The network's audio of [batch, n_mels, frames] log-mels under this contract,
+        traceable and differentiable, without the refinement (for the TNCA's audio loss,
+        `tnca_jax.losses.audio_loss`; the weights are constants there, not trained)."""
+        return overlap_add(self.spectrum(log_mel), self.contract)
+
+    def render(self, log_mel: jax.Array) -> jax.Array:
+        """[batch, n_mels, frames] -> [batch, frames * hop] (refined, see `Architecture`),
+        traceable."""
         if not self.architecture.refine_iterations:
             return overlap_add(self.spectrum(log_mel), self.contract)
         log_magnitude, phasor = self.components(log_mel)
@@ -302,6 +319,10 @@ def save_weights(model: MusicVocoder, path: str | os.PathLike) -> None:
                 "architecture": json.dumps(model.architecture.to_dict())}
     tensors = {name: np.ascontiguousarray(value, np.float32)
                for name, value in _flatten(_param_tree(model)).items()}
+    bad = sorted(name for name, value in tensors.items() if not np.all(np.isfinite(value)))
+    if bad:
+        raise VocoderWeightsError(f"the music vocoder's {bad[0]} holds NaN or Inf: not written "
+                                  f"to {path}")
     with replacing(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
 
@@ -348,6 +369,9 @@ def load_weights(path: str | os.PathLike = WEIGHTS_PATH) -> MusicVocoder:
         raise VocoderWeightsError(
             f"{path} does not match its architecture: missing {missing[:3]}, unexpected "
             f"{extra[:3]}, wrong shape {shapes[:3]}")
+    bad = sorted(name for name, value in tensors.items() if not np.all(np.isfinite(value)))
+    if bad:
+        raise VocoderWeightsError(f"{path} is damaged: {bad[0]} holds NaN or Inf")
     _load_flat_params(model, tensors)
     return model
 
@@ -366,46 +390,12 @@ def _load_flat_params(model: MusicVocoder, tensors: dict[str, np.ndarray]) -> No
 
 
 # ------------------------------------------------------------------------ inference
-def vocode(graphdef: nnx.GraphDef, state: nnx.State, log_mel: jax.Array) -> jax.Array:
-    """Pure function of the split model: [batch, n_mels, frames] -> [batch, frames * hop]."""
-    return nnx.merge(graphdef, state)(log_mel)
+@nnx.jit
+def _render(model: MusicVocoder, log_mel: jax.Array) -> jax.Array:
+    return model.render(log_mel)
 
 
-class NeuralVocoder:
-    """The music vocoder as the app uses it: log-mel [batch, n_mels, frames] under its contract
-    -> audio [batch, frames * hop] (jitted once per instance; one compile per input shape).
-
-    `contract=` declares the input's contract; a log-mel under another contract, or with values
-    outside this contract's range, is refused (ContractMismatchError).
-    """
-
-    name = NAME
-
-    def __init__(self, model: MusicVocoder):
-        self.model = model
-        self.contract: MelContract = model.contract
-        self._graphdef, self._state = nnx.split(model)
-        self._vocode = jax.jit(functools.partial(vocode, self._graphdef))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike = WEIGHTS_PATH) -> NeuralVocoder:
-        """From a weights file (default: the shipped one)."""
-        return cls(load_weights(path))
-
-    def __call__(self, log_mel: jax.Array, *, contract: SpectralContract | None = None
-                 ) -> jax.Array:
-        log_mel = check_input(log_mel, self.contract, contract)
-        return self._vocode(self._state, log_mel)
-
-    def differentiable(self, log_mel: jax.Array) -> jax.Array:
-        """The network's audio of [batch, n_mels, frames] log-mels under this contract,
-        traceable and differentiable, without the refinement (for the TNCA's audio loss,
-        `tnca_jax.losses.audio_loss`; the weights are constants, not trained)."""
-        model = nnx.merge(self._graphdef, self._state)
-        return overlap_add(model.spectrum(log_mel), self.contract)
-
-
-def load(path: str | os.PathLike | None = None) -> NeuralVocoder:
+def load(path: str | os.PathLike | None = None) -> MusicVocoder:
     """The music vocoder for `tnca_jax.inverse.load_vocoder("music", path)`: the weights at
     `path` (default: the shipped file), which bring their own contract."""
-    return NeuralVocoder.load(WEIGHTS_PATH if path is None else path)
+    return load_weights(WEIGHTS_PATH if path is None else path)
