@@ -26,6 +26,10 @@ def tnca_config(job: str) -> ml_collections.ConfigDict:
     config.model.seed_spacing = 8  # frames between seed columns (onset first)
     # Cosines of each frame's place in the note, mapped into every cell's context (0: off).
     config.model.time_frequencies = 32
+    # Many notes: how a note's expected spectrum is drawn from the training notes
+    # (tnca_jax.priors): source_filter (closer beyond an instrument's range) or neighbours;
+    # ignored for one note.
+    config.model.prior = "source_filter"
 
     config.train = ml_collections.ConfigDict()
     # An iteration is one optimizer update; a growth step one update of the automaton.

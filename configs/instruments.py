@@ -1,7 +1,8 @@
 """One TNCA for many notes of many instruments (the instruments job, tnca_jax.tnca_training).
 
-Full run (sized for a GPU/TPU): every pitched note of the shipped corpus (data/: Iowa violin,
-VSCO-2 flute and trumpet, FluidR3 cello and clarinet), pitch classes A, C#/Db and F held out:
+Full run: every pitched note of the shipped corpus, one source per instrument (data/: Iowa
+violin, VSCO-2 flute and trumpet, tonejs-instruments cello, contrabass and saxophone, MuseScore
+General clarinet renders), pitch classes A, C#/Db and F held out:
   python main.py --config=configs/instruments.py --workdir=runs/instruments
 CPU run (800 iterations: 17 minutes of training, 18.5 in all, on one core of the 2-core CPU
 at 0.80 it/s while the other core was busy): Iowa violin and VSCO-2 flute notes of one octave:
@@ -23,40 +24,49 @@ import ml_collections
 from configs.common import tnca_config
 
 DATA = Path(__file__).resolve().parent.parent / "data"
-VARIANTS = ("quick",)
-# One source per instrument, so that each label is one recorded instrument.
-FULL_SOURCES = ("iowa_mis/violin", "vsco2/flute", "vsco2/trumpet", "fluidr3_gm/cello_*",
-                "fluidr3_gm/clarinet_*")
+VARIANTS = ("quick", "cpu", "edges")
+# One source per instrument, so that each label is one recorded instrument (the clarinet has no
+# recording here: soundfont renders, every semitone at two velocities).
+FULL_SOURCES = ("iowa_mis/violin", "vsco2/flute", "vsco2/trumpet", "tonejs/cello",
+                "tonejs/contrabass", "tonejs/saxophone", "musescore/clarinet")
 # The quick run: the Iowa violin's A-string notes and VSCO-2's flute notes of octave 5
 # (10 training notes, 4 held out: A5, C#5 and F5 on the violin, A5 on the flute).
 QUICK_SOURCES = ("iowa_mis/violin/*sulA.*5.stereo.flac", "vsco2/flute/*5.flac")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """`arg`: "quick" for the CPU size; None for the full run (GPU/TPU)."""
+    """`arg`: comma-separated variants: "quick" (two instruments of one octave, CPU size),
+    "cpu" (the whole corpus at the CPU size: how the shipped model is trained), "edges" (each
+    instrument's 5 lowest and highest semitones held out too: notes beyond the range); None:
+    the whole corpus at full size (GPU/TPU)."""
     variants = [v for v in (arg or "").split(",") if v]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown config variant {unknown[0]!r}; choose from "
                          f"{', '.join(VARIANTS)}")
     quick = "quick" in variants
+    small = quick or "cpu" in variants  # the size a 2-core CPU trains in minutes
     config = tnca_config("instruments")
     config.data = ml_collections.ConfigDict()
     config.data.paths = tuple(str(DATA / s) for s in (QUICK_SOURCES if quick else FULL_SOURCES))
     config.data.exclude = ("*phrase*",)  # no single pitch
     config.data.held_out = "pitch"  # the project-wide rule, or a tuple of globs
+    # Also hold out each instrument's lowest and highest this many semitones (0: none).
+    config.data.held_out_edges = 5 if "edges" in variants else 0
     # A named note's pitch tuned to pYIN's median f0 within half a semitone (as played).
     config.data.tune = True
     config.data.trim_db = 60.0
-    config.data.max_seconds = 2.5 if quick else 4.0
+    config.data.max_seconds = 2.5 if small else 4.0
 
-    config.model.hidden = 64 if quick else 128
+    config.model.hidden = 64 if small else 128
     config.model.time_frequencies = 0  # the conditioner's note-time features take its place
 
-    config.train.iterations = 800 if quick else 8000
-    config.train.batch_size = 4 if quick else 8
-    config.train.min_growth_steps = 16 if quick else 24
-    config.train.max_growth_steps = 24 if quick else 40
+    config.train.iterations = 800 if quick else 2000 if small else 8000
+    config.train.batch_size = 4 if small else 8
+    # At least every training note twice (its own and its left-out prior).
+    config.train.pool_size = 256 if quick else 1024
+    config.train.min_growth_steps = 16 if small else 24
+    config.train.max_growth_steps = 24 if small else 40
     config.train.damage = 1
     config.train.log_every = 50
     config.train.checkpoint_every = 500
@@ -71,8 +81,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Regrowth demo: erase this fraction of the frames after `erase_at` growth steps.
     config.generate.erase_fraction = 0.25
     config.generate.erase_at = 32
+    # --mode=play: a MIDI file played with generate.instrument (None: a short demo phrase).
+    config.generate.midi = ml_collections.config_dict.placeholder(str)
 
     config.eval = ml_collections.ConfigDict()
     config.eval.f0 = True  # pYIN f0 error of every measured note
-    config.eval.max_notes = 0 if not quick else 24  # notes measured (0: all), held-out first
+    config.eval.max_notes = 24 if quick else 64  # notes measured (0: all), held-out first
     return config

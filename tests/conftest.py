@@ -67,3 +67,41 @@ def trained_workdir(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("violin_run")
     train_and_evaluate(read_tnca(tiny_config()), workdir, progress=False)
     return workdir
+
+
+def tiny_instruments_config():
+    """The quick config shrunk to seconds: 3 violin and 2 flute notes of octave 5 (violin A5
+    held out), 1 s each, hidden 16, 6-8 growth steps, 40 iterations."""
+    from configs.instruments import get_config as instruments_config
+
+    config = instruments_config("quick")
+    config.data.paths = tuple(str(ROOT / "data" / p) for p in (
+        "iowa_mis/violin/*sulA.[ABC]5.stereo.flac", "iowa_mis/violin/*sulA.D5.stereo.flac",
+        "vsco2/flute/[CE]5.flac"))
+    config.data.max_seconds = 1.0
+    config.model.hidden = 16
+    config.train.iterations = 40
+    config.train.batch_size = 2
+    config.train.pool_size = 12
+    config.train.min_growth_steps = 6
+    config.train.max_growth_steps = 8
+    config.train.log_every = 10
+    config.train.checkpoint_every = 20
+    config.generate.growth_steps = 16
+    config.generate.num_stages = 4
+    config.generate.seconds = 0.8
+    config.generate.erase_at = 8
+    config.eval.f0 = False
+    config.eval.max_notes = 3
+    return config
+
+
+@pytest.fixture(scope="session")
+def instruments_workdir(tmp_path_factory) -> Path:
+    """A tiny instruments model, trained, measured and reported."""
+    from tnca_jax.modes import train_and_evaluate
+    from tnca_jax.settings import read_tnca
+
+    workdir = tmp_path_factory.mktemp("instruments_run")
+    train_and_evaluate(read_tnca(tiny_instruments_config()), workdir, progress=False)
+    return workdir

@@ -62,3 +62,17 @@ def test_vocoder_bridge_times_bigvgan_direct_and_through_the_bridge():
         "vocoder_bridge", "--channels=64", "--seconds=0.05", "--repeats=1")}
     assert rows["direct"]["s_per_audio_s"] > 0 and rows["bridge"]["s_per_audio_s"] > 0
     assert rows["overhead"]["dlpack_round_trip_us"] > 0
+
+
+def test_playable_measures_held_out_notes_beside_the_real_instrument_floor(
+        instruments_workdir):
+    rows = run_bench("playable", f"--model={instruments_workdir}")
+    notes, summary = rows[:-1], rows[-1]
+    assert [n["note"] for n in notes] == ["violin/Violin.arco.ff.sulA.A5.stereo.flac"]
+    [note] = notes
+    # The A5 was recorded on the D and E strings too, but the tiny corpus holds the A string
+    # only: its floor is the nearest other note.
+    assert note["floor_kind"] == "nearest other pitch" and note["floor_mel_l1_db"] > 0
+    assert summary["held_out_mel_l1_db"]["ratio"] == pytest.approx(
+        note["generated_mel_l1_db"] / note["floor_mel_l1_db"])
+    assert not note["beyond_range"] and "beyond_range_notes" not in summary

@@ -61,3 +61,16 @@ def test_shipped_corpus_is_labelled_and_split():
 def test_find_files_names_what_it_searched(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         corpus.find_files([tmp_path])
+
+
+def test_the_instrument_corpus_of_the_shipped_model_is_labelled_from_its_names():
+    files = corpus.find_files([DATA / "tonejs", DATA / "musescore"])
+    by_name = {f"{f.path.parent.name}/{f.path.stem}": f for f in files}
+    assert len(files) == 80 + 84
+    assert by_name["cello/As2"] == corpus.LabelledFile(by_name["cello/As2"].path, "cello", 46)
+    assert by_name["contrabass/G1"].midi == 31 and by_name["saxophone/Cs5"].midi == 73
+    assert by_name["clarinet/clarinet_m50_v64"] == corpus.LabelledFile(
+        by_name["clarinet/clarinet_m50_v64"].path, "clarinet", 50)
+    counts = {name: sum(f.instrument == name for f in files)
+              for name in ("cello", "contrabass", "saxophone", "clarinet")}
+    assert counts == {"cello": 35, "contrabass": 13, "saxophone": 32, "clarinet": 84}

@@ -11,7 +11,6 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 import soundfile as sf
@@ -19,13 +18,14 @@ from flax import nnx
 
 import tnca_jax
 from configs.instruments import get_config
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny_instruments_config
 from tnca_jax import conditioning, evaluation, generation, tnca_training
 from tnca_jax.contract import get_contract
 from tnca_jax.errors import ConfigError, UserError
-from tnca_jax.model import TNCA, note_seed_state, seed_state
+from tnca_jax.model import NOTE_TIME_FEATURES, TNCA, note_seed_state, seed_state
 from tnca_jax.modes import train_and_evaluate
 from tnca_jax.notes import PitchLabelError, load_note_set
+from tnca_jax.priors import SpectrumPrior
 from tnca_jax.records import RunMetrics
 from tnca_jax.representations import get_representation
 from tnca_jax.runs import load_run
@@ -34,38 +34,6 @@ from tnca_jax.settings import read_tnca
 RATE = 22050
 CONTRACT = get_contract("griffinlim_22khz_128band")
 MEL = get_representation("mel", CONTRACT)
-
-
-def tiny_instruments_config() -> ml_collections.ConfigDict:
-    """The quick config shrunk to seconds: 3 violin and 2 flute notes of octave 5 (violin A5
-    held out), 1 s each, hidden 16, 6-8 growth steps, 40 iterations."""
-    config = get_config("quick")
-    config.data.paths = tuple(str(ROOT / "data" / p) for p in (
-        "iowa_mis/violin/*sulA.[ABC]5.stereo.flac", "iowa_mis/violin/*sulA.D5.stereo.flac",
-        "vsco2/flute/[CE]5.flac"))
-    config.data.max_seconds = 1.0
-    config.model.hidden = 16
-    config.train.iterations = 40
-    config.train.batch_size = 2
-    config.train.pool_size = 8
-    config.train.min_growth_steps = 6
-    config.train.max_growth_steps = 8
-    config.train.log_every = 10
-    config.train.checkpoint_every = 20
-    config.generate.growth_steps = 16
-    config.generate.num_stages = 4
-    config.generate.seconds = 0.8
-    config.generate.erase_at = 8
-    config.eval.f0 = False
-    config.eval.max_notes = 3
-    return config
-
-
-@pytest.fixture(scope="module")
-def timbre_workdir(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("instruments_run")
-    train_and_evaluate(read_tnca(tiny_instruments_config()), workdir, progress=False)
-    return workdir
 
 
 def corpus_data(paths):
@@ -157,12 +125,12 @@ def test_note_seeds_equal_the_single_note_seed_on_a_full_grid_and_respect_a_shor
 
 
 def tone_prior(notes: dict[str, list[float]], loudness: float = -20.0
-               ) -> conditioning.SpectrumPrior:
+               ) -> SpectrumPrior:
     """The prior of harmonic tones (`tone`) at the MIDI pitches given per instrument."""
     labels = [(name, midi) for name, pitches in notes.items() for midi in pitches]
     spectra = np.stack([np.asarray(MEL.to_unit(MEL.features(jnp.asarray(
         tone(conditioning.midi_to_hz(midi)))))).mean(axis=-1) for _, midi in labels])
-    return conditioning.SpectrumPrior(CONTRACT, MEL.unit_span_db,
+    return SpectrumPrior(CONTRACT, MEL.unit_span_db,
                                       tuple(name for name, _ in labels),
                                       np.array([m for _, m in labels]),
                                       np.full(len(labels), loudness), spectra)
@@ -197,10 +165,39 @@ def test_the_prior_moves_the_nearest_notes_harmonics_to_an_unseen_pitch():
     table = json.loads(json.dumps(prior.to_dict()))
     labels = [{"instrument": i, "midi": m, "loudness_db": v}
               for i, m, v in zip(prior.instrument, prior.midi, prior.loudness_db, strict=True)]
-    again = conditioning.SpectrumPrior.from_dict(CONTRACT, labels, table)
+    again = SpectrumPrior.from_dict(CONTRACT, labels, table)
     np.testing.assert_allclose(again.spectrum("violin", 70.0, -20.0)[0], high, atol=1e-4)
     with pytest.raises(ValueError, match="no training note of 'oboe'"):
         prior.spectrum("oboe", 60.0, -20.0)
+
+
+def formant_tone(midi: float, seconds: float = 1.0) -> np.ndarray:
+    """A harmonic tone whose partials pass a fixed resonance at 2 kHz (a body that stays put
+    while the pitch moves: source and filter)."""
+    f0 = conditioning.midi_to_hz(midi)
+    t = np.arange(int(seconds * RATE)) / RATE
+    wave = sum(np.sin(2 * np.pi * k * f0 * t) * (0.05 + np.exp(-((k * f0 - 2000) / 400) ** 2))
+               for k in range(1, int(8000 / f0)))
+    return (0.1 * wave / np.max(np.abs(wave))).astype(np.float32)
+
+
+def test_the_source_filter_prior_keeps_the_body_in_place_beyond_the_range():
+    pitches = [60.0, 62.0, 64.0, 67.0, 69.0]
+    spectra = np.stack([np.asarray(MEL.to_unit(MEL.features(jnp.asarray(formant_tone(m)))))
+                        .mean(axis=-1) for m in pitches])
+    kinds = {kind: SpectrumPrior(CONTRACT, MEL.unit_span_db, ("violin",) * len(pitches),
+                                 np.array(pitches), np.full(len(pitches), -20.0), spectra,
+                                 kind) for kind in ("neighbours", "source_filter")}
+    for below in (55.0, 53.0):  # five and seven semitones below the lowest note
+        truth = np.asarray(MEL.to_unit(MEL.features(jnp.asarray(formant_tone(below)))))
+        truth = truth.mean(axis=-1)
+        errors = {kind: np.abs(prior.spectrum("violin", below, -20.0)[0] - truth).mean()
+                  for kind, prior in kinds.items()}
+        assert errors["source_filter"] < 0.95 * errors["neighbours"], errors
+    # At a training note's own pitch both are that note; inside the range they agree closely.
+    for prior in kinds.values():
+        np.testing.assert_allclose(prior.spectrum("violin", 64.0, -20.0)[0], spectra[2],
+                                   atol=1e-5)
 
 
 def test_a_notes_condition_carries_its_prior_and_the_priors_distance():
@@ -229,7 +226,7 @@ def test_the_pool_grows_every_note_with_its_own_and_its_left_out_prior():
 def conditioned_model() -> tuple[TNCA, conditioning.NoteCondition]:
     model = TNCA(CONTRACT.n_mels, channels=8, hidden=16, instruments=2,
                  pitch_features=conditioning.PITCH_FEATURES,
-                 note_time_features=conditioning.NOTE_TIME_FEATURES, rngs=nnx.Rngs(0))
+                 note_time_features=NOTE_TIME_FEATURES, rngs=nnx.Rngs(0))
     params = nnx.state(model, nnx.Param)
     noisy = jax.tree.map(lambda x: 0.3 * jax.random.normal(jax.random.key(x.size), x.shape),
                          params)
@@ -256,10 +253,10 @@ def test_cells_past_a_notes_end_stay_dead_while_it_grows():
 
 
 # ------------------------------------------------------------------ a trained tiny model
-def test_the_instruments_job_trains_measures_and_reports(timbre_workdir):
-    report = RunMetrics.from_dict(json.loads((timbre_workdir / "metrics.json").read_text()))
+def test_the_instruments_job_trains_measures_and_reports(instruments_workdir):
+    report = RunMetrics.from_dict(json.loads((instruments_workdir / "metrics.json").read_text()))
     assert report.job == "instruments" and report.extra["instruments"] == ["flute", "violin"]
-    log = [json.loads(line) for line in (timbre_workdir / "train_metrics.jsonl").open()]
+    log = [json.loads(line) for line in (instruments_workdir / "train_metrics.jsonl").open()]
     assert log[-1]["grid_l1_db"] < 0.5 * log[0]["grid_l1_db"]  # it learned
     rows = {n.name: n for n in report.notes}
     assert any(n.held_out for n in rows.values()) and any(not n.held_out for n in rows.values())
@@ -272,11 +269,11 @@ def test_the_instruments_job_trains_measures_and_reports(timbre_workdir):
         assert note.ceiling.mel_l1_db < generated.mel_l1_db
     assert set(report.summary) == {"held_out", "seen"}
     for demo in report.demos:
-        audio, rate = sf.read(timbre_workdir / demo["file"])
+        audio, rate = sf.read(instruments_workdir / demo["file"])
         assert rate == RATE and audio.ndim == 1 and 0 < np.abs(audio).max() <= 1.0
     kinds = {d["kind"] for d in report.demos}
     assert kinds == {"note", "morph", "glide", "regrown"}
-    page = (timbre_workdir / "report.html").read_text()
+    page = (instruments_workdir / "report.html").read_text()
     assert page.count("<audio") == len(report.demos)
     assert all(f'data-note="{name}"' in page for name in rows)
     for entry in report.regrowth:
@@ -284,10 +281,10 @@ def test_the_instruments_job_trains_measures_and_reports(timbre_workdir):
                                                / entry["undamaged_mel_l1_db"])
 
 
-def test_a_morph_moves_brightness_and_noisiness_monotonically(timbre_workdir):
+def test_a_morph_moves_brightness_and_noisiness_monotonically(instruments_workdir):
     """The violin -> flute blend of a small trained model: its spectral centroid and its
     harmonic-to-noise ratio move monotonically with the blend weight."""
-    run = load_run(timbre_workdir)
+    run = load_run(instruments_workdir)
     inverse = tnca_jax.inverse.load_inverse(run.representation)
     curve = evaluation.morph_curve(run, inverse, "violin", "flute", 76.0, run.frames(0.8),
                                    growth_steps=16, seed=0)
@@ -298,8 +295,8 @@ def test_a_morph_moves_brightness_and_noisiness_monotonically(timbre_workdir):
 
 
 def test_a_blend_mixes_what_each_instrument_grows_and_a_note_ignores_its_batch(
-        timbre_workdir):
-    run = load_run(timbre_workdir)
+        instruments_workdir):
+    run = load_run(instruments_workdir)
     frames = run.frames(0.8)
     spec = generation.note_spec
     violin, flute, mix, glide = generation.grow_features(run, [
@@ -321,18 +318,18 @@ def test_a_blend_mixes_what_each_instrument_grows_and_a_note_ignores_its_batch(
     np.testing.assert_allclose(alone, violin, atol=1e-3)
 
 
-def test_generate_grows_unseen_pitches_lengths_blends_and_glides(timbre_workdir):
-    note = tnca_jax.generate(timbre_workdir, instrument="violin", pitch="F#4", seconds=0.7)
+def test_generate_grows_unseen_pitches_lengths_blends_and_glides(instruments_workdir):
+    note = tnca_jax.generate(instruments_workdir, instrument="violin", pitch="F#4", seconds=0.7)
     frames = CONTRACT.num_frames(round(0.7 * RATE))
     assert note.spectrogram.shape == (CONTRACT.n_mels, frames)
     assert note.audio.shape == (frames * CONTRACT.hop_length,)
-    again = tnca_jax.generate(timbre_workdir, instrument="violin", pitch="F#4", seconds=0.7)
+    again = tnca_jax.generate(instruments_workdir, instrument="violin", pitch="F#4", seconds=0.7)
     np.testing.assert_array_equal(again.audio, note.audio)
-    higher = tnca_jax.generate(timbre_workdir, instrument="violin", pitch="F#5", seconds=0.7)
+    higher = tnca_jax.generate(instruments_workdir, instrument="violin", pitch="F#5", seconds=0.7)
     assert not np.allclose(higher.spectrogram, note.spectrogram)
-    blend = tnca_jax.generate(timbre_workdir, instrument={"violin": 0.5, "flute": 0.5},
+    blend = tnca_jax.generate(instruments_workdir, instrument={"violin": 0.5, "flute": 0.5},
                               pitch=70, seconds=0.7)
-    glide = tnca_jax.generate(timbre_workdir, instrument="violin", glide_to="flute", pitch=70,
+    glide = tnca_jax.generate(instruments_workdir, instrument="violin", glide_to="flute", pitch=70,
                               seconds=0.7)
     assert np.isfinite(blend.audio).all() and np.isfinite(glide.audio).all()
     for bad, match in (({"instrument": "oboe"}, "'oboe' is not one"),
@@ -344,11 +341,11 @@ def test_generate_grows_unseen_pitches_lengths_blends_and_glides(timbre_workdir)
                        ({"refinement": tnca_jax.refine.Refinement(best_of=3)},
                         "best-of-N picks among candidates of a note run")):
         with pytest.raises(UserError, match=match):
-            tnca_jax.generate(timbre_workdir, **{"pitch": "A4", **bad})
+            tnca_jax.generate(instruments_workdir, **{"pitch": "A4", **bad})
 
 
-def test_an_erased_block_of_frames_regrows(timbre_workdir):
-    run = load_run(timbre_workdir)
+def test_an_erased_block_of_frames_regrows(instruments_workdir):
+    run = load_run(instruments_workdir)
     spec = generation.note_spec(run, "violin", "C5", run.frames(0.8))
     [(kept, erased, regrown)] = generation.grow_features(
         run, [spec], seeds=[0], growth_steps=16, num_stages=1, erase=tnca_jax.Erase(0.25, 8))
@@ -357,14 +354,14 @@ def test_an_erased_block_of_frames_regrows(timbre_workdir):
     assert np.all(erased[0][:, hole] == pytest.approx(silent))  # erased: silence there
     assert np.mean(regrown[0][:, hole] > silent + 1) > 0.9  # grown back
     assert np.abs(regrown[0] - kept[0]).mean() < np.abs(erased[0] - kept[0]).mean()
-    result = tnca_jax.generate(timbre_workdir, pitch="C5", seconds=0.8,
+    result = tnca_jax.generate(instruments_workdir, pitch="C5", seconds=0.8,
                                erase=tnca_jax.Erase(0.25, 8), growth_steps=16)
     assert result.stages.shape[0] == 3 and result.stage_steps == [24, 8, 24]
 
 
-def test_a_run_keeps_its_prior_and_a_hand_edited_run_json_is_refused(timbre_workdir,
+def test_a_run_keeps_its_prior_and_a_hand_edited_run_json_is_refused(instruments_workdir,
                                                                        tmp_path):
-    run = load_run(timbre_workdir)
+    run = load_run(instruments_workdir)
     notes = load_note_set(read_tnca(tiny_instruments_config()).data, MEL)
     np.testing.assert_allclose(run.prior.spectra, notes.prior.spectra, atol=1e-5)
     assert run.prior.instrument == tuple(n.instrument for n in notes.training)
@@ -372,7 +369,7 @@ def test_a_run_keeps_its_prior_and_a_hand_edited_run_json_is_refused(timbre_work
     np.testing.assert_allclose(run.model.conditioner.level_time[...],
                                tnca_training.fit_envelopes(notes), atol=1e-6)
     edited = tmp_path / "edited"
-    shutil.copytree(timbre_workdir, edited)
+    shutil.copytree(instruments_workdir, edited)
     description = json.loads((edited / "run.json").read_text())
     for change in ({"prior": None}, {"grid_frames": "many"}, {"settings": {"job": "note"}}):
         (edited / "run.json").write_text(json.dumps({**description, **change}))
@@ -383,23 +380,23 @@ def test_a_run_keeps_its_prior_and_a_hand_edited_run_json_is_refused(timbre_work
         tnca_jax.generate(edited, pitch="A4")
 
 
-def test_a_workdir_trained_on_other_notes_is_not_resumed(timbre_workdir):
+def test_a_workdir_trained_on_other_notes_is_not_resumed(instruments_workdir):
     config = tiny_instruments_config()
     config.data.exclude = ("*phrase*", "*sulA.D5*")  # one training note fewer
-    before = sorted(p.name for p in (timbre_workdir / "checkpoints").iterdir())
+    before = sorted(p.name for p in (instruments_workdir / "checkpoints").iterdir())
     with pytest.raises(UserError, match=r"training notes \(5 there, 4 here"):
-        train_and_evaluate(read_tnca(config), timbre_workdir, progress=False)
+        train_and_evaluate(read_tnca(config), instruments_workdir, progress=False)
     config = tiny_instruments_config()
     config.train.learning_rate = 1e-3
     with pytest.raises(UserError, match=r"train.learning_rate \(0.002 there, 0.001 here\)"):
-        train_and_evaluate(read_tnca(config), timbre_workdir, progress=False)
-    assert sorted(p.name for p in (timbre_workdir / "checkpoints").iterdir()) == before
+        train_and_evaluate(read_tnca(config), instruments_workdir, progress=False)
+    assert sorted(p.name for p in (instruments_workdir / "checkpoints").iterdir()) == before
 
 
-def test_main_py_generate_and_growth_modes_of_the_timbre_job(timbre_workdir):
+def test_main_py_generate_and_growth_modes_of_the_timbre_job(instruments_workdir):
     config = f"{ROOT / 'configs' / 'instruments.py'}:quick"
     common = [sys.executable, str(ROOT / "main.py"), f"--config={config}",
-              f"--workdir={timbre_workdir}", "--config.generate.growth_steps=8",
+              f"--workdir={instruments_workdir}", "--config.generate.growth_steps=8",
               "--config.generate.num_stages=2"]
     done = subprocess.run([*common, "--mode=generate",
                            "--config.generate.instrument=violin:0.6,flute:0.4",
@@ -411,7 +408,7 @@ def test_main_py_generate_and_growth_modes_of_the_timbre_job(timbre_workdir):
     assert summary["instrument"] == {"violin": 0.6, "flute": 0.4} and summary["midi"] == 67
     grown = subprocess.run([*common, "--mode=growth", "--config.generate.glide_to=flute"],
                            capture_output=True, text=True, cwd=ROOT, check=True)
-    assert (timbre_workdir / "growth.wav").stat().st_size > 0, grown.stderr
+    assert (instruments_workdir / "growth.wav").stat().st_size > 0, grown.stderr
     bad = subprocess.run([*common, "--mode=generate", "--config.generate.instrument=oboe"],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
@@ -424,7 +421,7 @@ def test_the_quick_config_is_the_documented_corpus():
     assert len(notes.training) == 10 and len(notes.held_out) == 4
     assert not any(n.held_out for n in notes.training)
     assert tnca_training.fit_envelopes(notes).shape == (2, 1, CONTRACT.n_mels,
-                                                       conditioning.NOTE_TIME_FEATURES)
+                                                       NOTE_TIME_FEATURES)
     # Each training note is a target twice: with its own spectrum as its prior, and with the
     # prior drawn from the other notes (as an unseen pitch's is).
     targets = tnca_training.Targets.create(notes)

@@ -42,6 +42,22 @@ def test_the_note_is_a_trimmed_whole_note_at_the_contract_rate(notes):
     assert not notes.conditioned and notes.prior is None and notes.grid_frames == note.n_frames
 
 
+def test_the_level_follows_the_recordings_envelope_from_the_first_frame(notes):
+    """Before any training a cell shows its level: the recording's per-band mean plus its
+    envelope over the note. The onset frames are as quiet as the recording's (the mean alone
+    made every note start at its average level: a thump)."""
+    settings = read_tnca(tiny_config())
+    targets = Targets.create(notes)
+    graphdefs, state, _ = create_train_state(settings, notes, targets)
+    model, _ = merge_state(graphdefs, state)
+    unit = np.asarray(targets.unit[0, 0])  # [F, T]
+    level = np.asarray(model.level(unit.shape[1]))[0]  # [F, T]
+    onset = slice(0, 2)
+    with_envelope = np.abs(level[:, onset] - unit[:, onset]).mean()
+    mean_only = np.abs(unit.mean(axis=1, keepdims=True) - unit[:, onset]).mean()
+    assert with_envelope < 0.5 * mean_only
+
+
 def test_train_step_traces_once_and_learns(notes, monkeypatch):
     settings = read_tnca(tiny_config())
     targets = Targets.create(notes)

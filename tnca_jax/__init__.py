@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "generate": "tnca_jax.generation",
     "Erase": "tnca_jax.generation",
+    "play": "tnca_jax.phrases",
     "GenerationResult": "tnca_jax.generation",
     "PRESETS": "tnca_jax.contract",
     "ContractMismatchError": "tnca_jax.contract",
@@ -23,7 +24,7 @@ _EXPORTS = {
 _SUBMODULES = ("report",)
 
 __all__ = ["PRESETS", "ContractMismatchError", "Erase", "GenerationResult", "MelContract",
-           "SpectralContract", "UserError", "generate", "get_contract", "report"]
+           "SpectralContract", "UserError", "generate", "get_contract", "play", "report"]
 
 if TYPE_CHECKING:
     from tnca_jax import report
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     )
     from tnca_jax.errors import UserError
     from tnca_jax.generation import Erase, GenerationResult, generate
+    from tnca_jax.phrases import play
 
 
 def __getattr__(name: str) -> Any:

@@ -19,16 +19,16 @@ pitch and its length, as the arrays of a `tnca_jax.model.NoteCondition`.
   instrument each (one-hot weights); `tnca_jax.timbre` makes a blend ({"violin": 0.7,
   "flute": 0.3}) or a glide from what they grow.
 - Prior: per instrument, the spectrum a note of that pitch and loudness is expected to have,
-  drawn from the training notes (`SpectrumPrior`): the cells' resting level starts there, and
-  each row is told how far (in pitch) the nearest training note it came from is.
+  drawn from the training notes (`tnca_jax.priors.SpectrumPrior`): the cells' resting level
+  starts there, and each row is told how far (in pitch) the nearest training note is.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import jax.numpy as jnp
 import numpy as np
@@ -37,20 +37,24 @@ from tnca_jax import dsp
 from tnca_jax.contract import MelContract, SpectralContract
 from tnca_jax.corpus import note_to_midi
 from tnca_jax.errors import ConfigError
-from tnca_jax.model import NoteCondition, time_features
+from tnca_jax.model import NoteCondition, note_time_features
 
 OCTAVE_CENTRES = np.arange(-1.0, 7.0)  # RBF centres of log2(row frequency / f0)
 OCTAVE_WIDTH = 0.6
 PITCH_FEATURES = 1 + len(OCTAVE_CENTRES) + 3  # comb, octaves, height, loudness, prior distance
 LOUDNESS_REFERENCE_DB = -20.0  # the loudness feature is (level - this) / LOUDNESS_SCALE_DB
 LOUDNESS_SCALE_DB = 20.0
-POSITION_COSINES = 8
-EDGE_SECONDS = (0.03, 0.1, 0.3, 1.0)  # time constants of the onset and release features
-NOTE_TIME_FEATURES = POSITION_COSINES + 2 * len(EDGE_SECONDS)
 COMB_FLOOR = 0.05  # the comb's log is taken of comb + this (a row between two harmonics)
 PRIOR_DISTANCE_SCALE = 12.0  # the prior-distance feature is semitones / this (octaves)
 
 InstrumentSpec = str | Mapping[str, float]
+
+
+class Prior(Protocol):
+    """Where a note's expected spectrum comes from (`tnca_jax.priors.SpectrumPrior`)."""
+
+    def spectrum(self, instrument: str, midi: float, loudness: float,
+                 exclude: int | None = None) -> tuple[np.ndarray, float]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +109,18 @@ def loudness_db(audio: np.ndarray, contract: SpectralContract) -> float:
     return float(10 * np.log10(max(float(np.max(np.mean(frames**2, axis=-1))), 1e-12)))
 
 
+def log_comb(contract: SpectralContract, f0_hz: float) -> np.ndarray:
+    """[rows] log(COMB_FLOOR + the harmonics k * f0's sum through each row's filter, each
+    filter scaled to peak 1): the harmonic comb of a note seen through the filterbank (a row
+    on a harmonic ~0, between two ~log(COMB_FLOOR), holding several > 0)."""
+    filters = row_filters(contract)
+    filters = filters / np.maximum(filters.max(axis=1, keepdims=True), 1e-12)
+    bins_hz = np.linspace(0.0, contract.sample_rate / 2, contract.n_fft // 2 + 1)
+    harmonics = f0_hz * np.arange(1, max(1, math.floor(bins_hz[-1] / f0_hz)) + 1)
+    comb = np.array([np.interp(harmonics, bins_hz, row).sum() for row in filters])
+    return np.log(COMB_FLOOR + comb)
+
+
 def band_pitch_features(contract: SpectralContract, f0_hz: float, loudness: float,
                         prior_distance: float = 0.0) -> np.ndarray:
     """[rows, PITCH_FEATURES] float32: each row's place relative to a note of f0 `f0_hz` at
@@ -118,34 +134,14 @@ def band_pitch_features(contract: SpectralContract, f0_hz: float, loudness: floa
     10: (loudness - LOUDNESS_REFERENCE_DB) / LOUDNESS_SCALE_DB;
     11: prior_distance / PRIOR_DISTANCE_SCALE.
     """
-    filters = row_filters(contract)
-    filters = filters / np.maximum(filters.max(axis=1, keepdims=True), 1e-12)
-    bins_hz = np.linspace(0.0, contract.sample_rate / 2, contract.n_fft // 2 + 1)
-    harmonics = f0_hz * np.arange(1, max(1, math.floor(bins_hz[-1] / f0_hz)) + 1)
-    comb = np.array([np.interp(harmonics, bins_hz, row).sum() for row in filters])
+    comb = log_comb(contract, f0_hz)
     octaves = np.log2(np.maximum(row_frequencies_hz(contract), 1.0) / f0_hz)
     rbf = np.exp(-((octaves[:, None] - OCTAVE_CENTRES) ** 2) / (2 * OCTAVE_WIDTH**2))
     height = np.full((len(comb), 1), math.log2(f0_hz / 440.0))
     level = np.full((len(comb), 1), (loudness - LOUDNESS_REFERENCE_DB) / LOUDNESS_SCALE_DB)
     distance = np.full((len(comb), 1), prior_distance / PRIOR_DISTANCE_SCALE)
-    return np.concatenate([np.log(COMB_FLOOR + comb)[:, None] / 3, rbf, height, level,
-                           distance], axis=1).astype(np.float32)
-
-
-def note_time_features(note_frames: int, grid_frames: int, frame_seconds: float
-                       ) -> np.ndarray:
-    """[grid_frames, NOTE_TIME_FEATURES] float32 of a note of `note_frames` frames (0 past its
-    end): POSITION_COSINES cosines of the place in the note, then exp(-seconds since the onset
-    / tau) and exp(-seconds until the end / tau) for tau in EDGE_SECONDS."""
-    frames = np.arange(note_frames)
-    since = frames * frame_seconds
-    until = (note_frames - 1 - frames) * frame_seconds
-    edges = [np.exp(-since[:, None] / np.asarray(EDGE_SECONDS)),
-             np.exp(-until[:, None] / np.asarray(EDGE_SECONDS))]
-    features = np.concatenate([time_features(note_frames, POSITION_COSINES), *edges], axis=1)
-    out = np.zeros((grid_frames, NOTE_TIME_FEATURES), np.float32)
-    out[:note_frames] = features
-    return out
+    return np.concatenate([comb[:, None] / 3, rbf, height, level, distance],
+                          axis=1).astype(np.float32)
 
 
 def instrument_vector(spec: InstrumentSpec, instruments: Sequence[str]) -> np.ndarray:
@@ -181,76 +177,8 @@ def instrument_weights(spec: InstrumentSpec, instruments: Sequence[str], note_fr
     return out
 
 
-@dataclasses.dataclass(frozen=True)
-class SpectrumPrior:
-    """The training notes' time-averaged spectra, from which the expected spectrum of any note
-    is drawn (`spectrum`). Row k is training note k: its instrument, pitch (MIDI), loudness
-    (dBFS) and mean over its frames, [n_values, rows] in the representation's [0, 1] units;
-    value 0 is the log magnitude spanning `span_db` dB."""
-
-    contract: SpectralContract
-    span_db: float
-    instrument: tuple[str, ...]
-    midi: np.ndarray
-    loudness_db: np.ndarray
-    spectra: np.ndarray
-
-    def to_dict(self) -> dict:
-        """The table as run.json keeps it (the notes' labels are stored beside it)."""
-        return {"span_db": self.span_db, "spectra": np.round(self.spectra, 5).tolist()}
-
-    @classmethod
-    def from_dict(cls, contract: SpectralContract, notes: Sequence[Mapping], table: Mapping
-                  ) -> SpectrumPrior:
-        """From run.json: `notes` the training notes' labels (`Note.to_dict`), in order."""
-        return cls(contract, float(table["span_db"]), tuple(n["instrument"] for n in notes),
-                   np.array([n["midi"] for n in notes], np.float64),
-                   np.array([n["loudness_db"] for n in notes], np.float64),
-                   np.asarray(table["spectra"], np.float32))
-
-    @functools.cached_property
-    def _log_centres(self) -> np.ndarray:
-        """[rows] log2 of each row's centre frequency (Hz)."""
-        return np.log2(np.maximum(row_frequencies_hz(self.contract), 1.0))
-
-    def _moved(self, k: int, midi: float, loudness: float) -> np.ndarray:
-        """Training note k's spectrum moved to pitch `midi` (along log-frequency, so that its
-        harmonics land on the new ones) and loudness `loudness` (value 0 only)."""
-        log_centres = self._log_centres
-        octaves = (midi - self.midi[k]) / 12.0
-        moved = np.stack([np.interp(log_centres - octaves, log_centres, value)
-                          for value in self.spectra[k]])
-        moved[0] += (loudness - self.loudness_db[k]) / self.span_db
-        return moved.astype(np.float32)
-
-    def spectrum(self, instrument: str, midi: float, loudness: float,
-                 exclude: int | None = None) -> tuple[np.ndarray, float]:
-        """The expected time-averaged spectrum [n_values, rows] of a note of `instrument` at
-        `midi` and `loudness` (dBFS), and the distance in semitones to the nearest training
-        note it came from: the instrument's training notes nearest below and above the pitch,
-        each moved to it (`_moved`), mixed linearly in pitch (beyond the lowest or highest,
-        the nearest alone; at a training note's own pitch, that note). `exclude`: leave
-        training note k out (how training sees a pitch it has no note of); an instrument with
-        no other note keeps it."""
-        mine = [k for k, name in enumerate(self.instrument) if name == instrument]
-        if not mine:
-            raise ValueError(f"no training note of {instrument!r} in the prior")
-        others = [k for k in mine if k != exclude] or mine
-        below = [k for k in others if self.midi[k] <= midi]
-        above = [k for k in others if self.midi[k] > midi]
-        distance = float(min(abs(self.midi[k] - midi) for k in others))
-        if below and above:
-            low = max(below, key=lambda k: self.midi[k])
-            high = min(above, key=lambda k: self.midi[k])
-            weight = (midi - self.midi[low]) / (self.midi[high] - self.midi[low])
-            return ((1 - weight) * self._moved(low, midi, loudness)
-                    + weight * self._moved(high, midi, loudness)), distance
-        nearest = min(others, key=lambda k: abs(self.midi[k] - midi))
-        return self._moved(nearest, midi, loudness), distance
-
-
 def note_condition(contract: SpectralContract, instruments: Sequence[str],
-                   notes: Sequence[NoteSpec], grid_frames: int, prior: SpectrumPrior,
+                   notes: Sequence[NoteSpec], grid_frames: int, prior: Prior,
                    exclude: Sequence[int | None] | None = None) -> NoteCondition:
     """The condition of a batch of notes on a grid of `grid_frames` frames, their expected
     spectra drawn from `prior` (`exclude[b]`: leave training note k out of note b's; see

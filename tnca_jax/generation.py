@@ -305,7 +305,7 @@ def render(run: Run, inverse: Inverse, settings: GenerateSettings, seed: int, *,
 
 
 # ------------------------------------------------------------------------ generate()
-def generate(workdir_or_checkpoint: str | os.PathLike, *,
+def generate(model: str | os.PathLike | None = None, *,
              instrument: InstrumentSpec | None = None, pitch: str | float | None = None,
              seconds: float | None = None, glide_to: InstrumentSpec | None = None,
              loudness_db: float | None = None, erase: Erase | None = None,
@@ -313,9 +313,11 @@ def generate(workdir_or_checkpoint: str | os.PathLike, *,
              seed: int | None = None, refinement: Refinement | None = None,
              return_stages: bool = False, vocoder: str = "griffinlim",
              vocoder_path: str | None = None) -> GenerationResult:
-    """Grow a note from a trained workdir (or one of its checkpoints) and render it.
+    """Grow a note and render it: from the shipped instruments model (`model` None: no
+    training needed), a trained workdir, one of its checkpoints, or a weights file
+    (`--mode=export`).
 
-    On an `instruments` workdir: `instrument` (a name, or a blend such as {"violin": 0.7,
+    On an instruments model: `instrument` (a name, or a blend such as {"violin": 0.7,
     "flute": 0.3}), `pitch` (a note name "A4" or a MIDI number, any pitch), `seconds` (any
     length up to a minute), `glide_to` (an instrument or blend reached by the last frame),
     `loudness_db` (the dynamic level, dBFS of the loudest frame; default: the instrument's
@@ -332,7 +334,7 @@ def generate(workdir_or_checkpoint: str | os.PathLike, *,
                         ("seed", seed)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise ConfigError(f"{name}={value!r} must be a whole number")
-    run = load_run(workdir_or_checkpoint)
+    run = load_run(model)
     defaults = run.settings.generate
     settings = dataclasses.replace(
         defaults, **{key: value for key, value in (("growth_steps", growth_steps),
@@ -353,7 +355,7 @@ def generate(workdir_or_checkpoint: str | os.PathLike, *,
                                           ("seconds", seconds), ("glide_to", glide_to),
                                           ("loudness_db", loudness_db)) if value is not None]
         if given:
-            raise ConfigError(f"{run.workdir} holds a note run: {', '.join(given)} apply to "
+            raise ConfigError(f"{model} holds a note run: {', '.join(given)} apply to "
                               "instruments runs only")
         if settings.best_of > 1:
             reference = recording_of(run).audio

@@ -46,7 +46,7 @@ JOBS = {
     "vocoder": Job("vocoders.music_train", "vocoders.music_train:read_vocoder",
                    "vocoder job (configs/vocoder.py)"),
 }
-MODE_NAMES = ("train", "evaluate", "growth", "ceiling", "generate")
+MODE_NAMES = ("train", "evaluate", "growth", "ceiling", "generate", "play", "export")
 
 
 def job_of(config: Any) -> Job:

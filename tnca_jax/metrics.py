@@ -21,6 +21,8 @@ report's table and `badness` read it). In brief:
   the phase is grown: a vocoder that invents phase (Griffin-Lim) scores about 0 dB or below
   even when it sounds right.
 - rms_ratio: RMS(gen) / RMS(ref).
+- onset_level_db: the level of the first 50 ms, generated minus reference (dB): a note that
+  starts before the recording does (a thump) is high.
 - centroid_error_hz: |centroid(gen) - centroid(ref)|, each the energy-weighted mean spectral
   centroid over the whole signal.
 - f0_error_cents, voiced_agreement: pYIN (librosa, 65-2093 Hz, C2-C7) on both signals; the mean
@@ -80,6 +82,8 @@ METRICS: dict[str, MetricInfo] = {
                          "grown (Griffin-Lim invents phase: about 0 dB or below is expected)"),
     "rms_ratio": MetricInfo("x", 1.0, False, "loudness: RMS of the generated over the "
                             "reference's"),
+    "onset_level_db": MetricInfo("dB", 0.0, False, "the first 50 ms's level against the "
+                                 "recording's (a note that starts with a thump is high)"),
     "centroid_error_hz": MetricInfo("Hz", 0.0, False, "brightness: difference of the mean "
                                     "spectral centroids"),
     "f0_error_cents": MetricInfo("cents", 0.0, False, "pitch: mean pYIN f0 error over frames "
@@ -97,6 +101,8 @@ def badness(name: str, value: float | None) -> float:
         return math.inf
     if name == "rms_ratio":
         return abs(math.log(max(value, 1e-12)))
+    if name == "onset_level_db":
+        return abs(value)
     return -value if METRICS[name].higher_is_better else value
 
 
@@ -196,6 +202,20 @@ def rms_ratio(reference: np.ndarray, generated: np.ndarray) -> float:
     return float(np.sqrt(np.mean(generated**2)) / np.sqrt(np.mean(reference**2)))
 
 
+ONSET_SECONDS = 0.05
+
+
+def onset_level_db(reference: np.ndarray, generated: np.ndarray, sample_rate: int) -> float:
+    """The RMS of the first ONSET_SECONDS of `generated` against that of `reference`, in dB."""
+    n = round(ONSET_SECONDS * sample_rate)
+
+    def level(audio: np.ndarray) -> float:
+        return 10 * math.log10(max(float(np.mean(np.square(audio[:n], dtype=np.float64))),
+                                   1e-20))
+
+    return level(generated) - level(reference)
+
+
 def spectral_centroid_hz(audio: np.ndarray, contract: MelContract) -> float:
     """Energy-weighted mean spectral centroid of a whole signal, in Hz."""
     power = _contract_magnitude(audio, contract) ** 2
@@ -221,6 +241,7 @@ class AudioMetrics:
     mcd_db: float | None = None
     snr_db: float | None = None
     rms_ratio: float | None = None
+    onset_level_db: float | None = None
     centroid_error_hz: float | None = None
     f0_error_cents: float | None = None
     voiced_agreement: float | None = None
@@ -240,6 +261,7 @@ _DIRECT: dict[str, Metric] = {
     "mcd_db": mel_cepstral_distortion_db,
     "snr_db": lambda ref, gen, _: snr_db(ref, gen),
     "rms_ratio": lambda ref, gen, _: rms_ratio(ref, gen),
+    "onset_level_db": lambda ref, gen, contract: onset_level_db(ref, gen, contract.sample_rate),
     "centroid_error_hz": centroid_error_hz,
 }
 

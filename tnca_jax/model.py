@@ -70,11 +70,33 @@ class NoteCondition(NamedTuple):
         return jnp.sum(self.mask, axis=-1)
 
 
+POSITION_COSINES = 8
+EDGE_SECONDS = (0.03, 0.1, 0.3, 1.0)  # time constants of the onset and release features
+NOTE_TIME_FEATURES = POSITION_COSINES + 2 * len(EDGE_SECONDS)
+
+
 def time_features(n_frames: int, count: int) -> np.ndarray:
     """[T, count] cosines cos(pi k (t + 0.5) / T), k = 1..count, of each frame's place in the
     note: a smooth basis in which a cell's position (onset, body, release) is a vector."""
     position = (np.arange(n_frames) + 0.5) / n_frames
     return np.cos(np.pi * np.outer(position, np.arange(1, count + 1))).astype(np.float32)
+
+
+def note_time_features(note_frames: int, grid_frames: int, frame_seconds: float
+                       ) -> np.ndarray:
+    """[grid_frames, NOTE_TIME_FEATURES] float32 of a note of `note_frames` frames (0 past its
+    end): POSITION_COSINES cosines of the place in the note, then exp(-seconds since the onset
+    / tau) and exp(-seconds until the end / tau) for tau in EDGE_SECONDS: a basis in which a
+    note's attack and release keep their length in seconds whatever the note's length."""
+    frames = np.arange(note_frames)
+    since = frames * frame_seconds
+    until = (note_frames - 1 - frames) * frame_seconds
+    edges = [np.exp(-since[:, None] / np.asarray(EDGE_SECONDS)),
+             np.exp(-until[:, None] / np.asarray(EDGE_SECONDS))]
+    features = np.concatenate([time_features(note_frames, POSITION_COSINES), *edges], axis=1)
+    out = np.zeros((grid_frames, NOTE_TIME_FEATURES), np.float32)
+    out[:note_frames] = features
+    return out
 
 
 class UpdateRule(nnx.Module):
@@ -141,7 +163,11 @@ class TNCA(nnx.Module):
 
     `band_level` [n_values, F] is each band's resting level (normalised) that a living cell
     shows when its value channel is 0; trainers start it at the target's per-band mean so the
-    cells spend their capacity on what changes over the note (see `spectrogram`).
+    cells spend their capacity on what changes over the note (see `spectrogram`). With
+    `frame_seconds` (a frame's length; 0: off) the level also follows the note's envelope:
+    `note_time_features` @ `level_time` [n_values, F, NOTE_TIME_FEATURES], fitted to the
+    recording before training and left as it is (`FixedLevel`), so that a note starts and
+    ends as quietly as the recording does before the cells learn anything.
     `n_values`: grown values per cell (1, or 2 for `mag_if`; see `value_channels`).
     `time_frequencies`: cosines of each frame's place in the note (`time_features`) that a
     learned map turns into the time part of every cell's context (0: cells learn their place
@@ -155,7 +181,7 @@ class TNCA(nnx.Module):
     def __init__(self, n_bands: int, *, n_values: int = 1, channels: int = 16,
                  hidden: int = 128, fire_rate: float = 0.5, seed_spacing: int = 8,
                  time_frequencies: int = 0, instruments: int = 0, pitch_features: int = 0,
-                 note_time_features: int = 0, rngs: nnx.Rngs):
+                 note_time_features: int = 0, frame_seconds: float = 0.0, rngs: nnx.Rngs):
         self.check_sizes(channels, n_values)
         if not 0 < fire_rate <= 1 or seed_spacing < 1:
             raise ValueError("fire_rate must be in (0, 1] and seed_spacing at least 1")
@@ -172,6 +198,9 @@ class TNCA(nnx.Module):
         self.instruments = instruments
         self.conditioner = (Conditioner(instruments, pitch_features, note_time_features,
                                         hidden, n_bands, n_values) if instruments else None)
+        self.frame_seconds = 0.0 if instruments else frame_seconds
+        if self.frame_seconds:
+            self.level_time = FixedLevel(jnp.zeros((n_values, n_bands, NOTE_TIME_FEATURES)))
 
     @staticmethod
     def check_sizes(channels: int, n_values: int) -> None:
@@ -205,13 +234,18 @@ class TNCA(nnx.Module):
         return seed_state(self.n_bands, n_frames, self.channels, batch,
                           spacing=self.seed_spacing, n_values=self.n_values)
 
-    def level(self, condition: NoteCondition | None = None) -> jax.Array:
-        """The resting level of every cell, normalised: [n_values, F, 1] (single note) or
-        [B, n_values, F, T] (from the condition)."""
+    def level(self, n_frames: int, condition: NoteCondition | None = None) -> jax.Array:
+        """The resting level of every cell of a grid of `n_frames` frames, normalised:
+        [n_values, F, 1 or n_frames] (single note) or [B, n_values, F, T] (from the
+        condition)."""
         self._check_condition(condition)
-        if condition is None:
-            return self.band_level[...][:, :, None]
-        return self.conditioner.level(condition)
+        if condition is not None:
+            return self.conditioner.level(condition)
+        level = self.band_level[...][:, :, None]
+        if not self.frame_seconds:
+            return level
+        time = note_time_features(n_frames, n_frames, self.frame_seconds)
+        return level + jnp.einsum("tk,vfk->vft", time, self.level_time[...])
 
     def spectrogram(self, state: jax.Array, condition: NoteCondition | None = None
                     ) -> jax.Array:
@@ -222,7 +256,7 @@ class TNCA(nnx.Module):
         """
         alive = state[:, None, :, :, ALPHA] > ALIVE_THRESHOLD
         values = jnp.moveaxis(state[..., list(value_channels(self.n_values))], -1, 1)
-        level = self.level(condition) + values
+        level = self.level(state.shape[2], condition) + values
         return jnp.where(alive, jnp.clip(level, 0.0, 1.0), 0.0)
 
     def context(self, n_frames: int, condition: NoteCondition | None = None) -> CellContext:

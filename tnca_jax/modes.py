@@ -7,6 +7,11 @@
 - `ceiling`: the vocoder on the recordings' own features, before any training.
 - `generate`: a trained workdir's note (a `note` run's, or `generate`'s request of an
   `instruments` run) rendered with the settings' vocoder under the same contract.
+- `play`: a MIDI file (`generate.midi`; None: a demo phrase) played by an instruments model.
+- `export`: the trained model as one weights file (`model.safetensors`), which `generate()`,
+  `play()` and the modes load without a workdir.
+An instruments job's `evaluate`-free modes (generate, growth, play) use the shipped model when
+the workdir holds no run: nothing to train first.
 
 Settings are checked as they are made (`tnca_jax.settings`); each mode then loads what it
 needs (the recordings, the vocoder) before it writes anything.
@@ -19,6 +24,7 @@ import dataclasses
 import io
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -28,13 +34,30 @@ from tnca_jax.conditioning import InstrumentSpec, NoteSpec
 from tnca_jax.console import Console
 from tnca_jax.contract import measuring_contract
 from tnca_jax.corpus import midi_to_name
-from tnca_jax.errors import WorkdirError
-from tnca_jax.generation import GenerationResult, note_spec, render, render_features
+from tnca_jax.errors import ConfigError, WorkdirError
+from tnca_jax.generation import (
+    GenerationResult,
+    note_spec,
+    parse_instrument,
+    render,
+    render_features,
+)
 from tnca_jax.growth import write_growth
 from tnca_jax.inverse import Inverse, load_inverse
 from tnca_jax.notes import NoteSet, load_note, load_note_set
+from tnca_jax.phrases import DEMO, Phrase, phrase_notes, render_phrase
 from tnca_jax.records import RunMetrics, summarise
-from tnca_jax.runs import Run, check_resumable, describe, load_run, notes_of, recording_of
+from tnca_jax.report import write_phrase_page
+from tnca_jax.runs import (
+    SHIPPED_MODEL,
+    Run,
+    check_resumable,
+    describe,
+    export_weights,
+    load_run,
+    notes_of,
+    recording_of,
+)
 from tnca_jax.settings import CorpusData, TncaSettings
 from tnca_jax.tnca_training import plan_training
 from tnca_jax.training import merge_state, train
@@ -55,7 +78,7 @@ from tnca_jax.workdir import (
 def load_notes(settings: TncaSettings, inverse: Inverse) -> NoteSet:
     """The recordings of the settings' data, as the representation the vocoder expects."""
     if isinstance(settings.data, CorpusData):
-        return load_note_set(settings.data, inverse.representation)
+        return load_note_set(settings.data, inverse.representation, settings.model.prior)
     return load_note(settings.data, inverse.representation)
 
 
@@ -233,7 +256,14 @@ def _trained(settings: TncaSettings, workdir: str | os.PathLike) -> Iterator[tup
     """A trained workdir of this job (locked for the block) and the settings' vocoder for it.
     The model and its notes are the workdir's; how it is grown, rendered and measured (the
     seed, `generate`, `eval`, the vocoder) are the settings'."""
-    run = load_run(workdir)
+    output = Workdir(workdir)
+    if not output.has_run() and settings.job == "instruments":
+        run = dataclasses.replace(load_run(None), workdir=output)  # the shipped model
+        output.prepare()
+        Console().line(f"note: {output} holds no trained run: using the shipped model "
+                       f"({SHIPPED_MODEL.name}, {', '.join(run.instruments)})")
+    else:
+        run = load_run(workdir)
     if run.settings.job != settings.job:
         raise WorkdirError(f"{run.workdir} holds a {run.settings.job!r} run; this config is a "
                            f"{settings.job!r} job")
@@ -343,6 +373,39 @@ def ceiling(settings: TncaSettings, workdir: str | os.PathLike) -> dict:
                 [r["ceiling"]["mel_l1_db"] for r in rows]))}}
 
 
+def play(settings: TncaSettings, workdir: str | os.PathLike) -> dict:
+    """`--mode=play`: `generate.midi` (None: a demo phrase) played with `generate.instrument`,
+    written as play_<name>.wav and play_<name>.html (its piano roll over its log-mel)."""
+    if settings.job != "instruments":
+        raise ConfigError("--mode=play needs an instruments model (configs/instruments.py)")
+    generate = settings.generate
+    notes = phrase_notes(generate.midi if generate.midi else DEMO)
+    with _trained(settings, workdir) as (run, inverse):
+        note_spec(run, generate.instrument, notes[0].midi, 2)
+        audio = render_phrase(run, inverse, notes, parse_instrument(generate.instrument),
+                              growth_steps=generate.growth_steps, seed=settings.seed)
+        phrase = Phrase(audio, run.contract.sample_rate, tuple(notes),
+                        parse_instrument(generate.instrument), run.contract)
+        name = Path(generate.midi).stem if generate.midi else "demo"
+        page = write_phrase_page(run.workdir, f"play_{evaluation._slug(name)}", phrase)
+    return {"workdir": str(run.workdir), "wav": str(page.with_suffix(".wav")),
+            "report": str(page), "notes": len(notes),
+            "seconds": len(audio) / phrase.sample_rate}
+
+
+def export(settings: TncaSettings, workdir: str | os.PathLike) -> dict:
+    """`--mode=export`: a trained workdir's model as one weights file, model.safetensors."""
+    run = load_run(workdir)
+    if run.settings.job != settings.job:
+        raise WorkdirError(f"{run.workdir} holds a {run.settings.job!r} run; this config is a "
+                           f"{settings.job!r} job")
+    path = run.workdir.file(EXPORT_FILE)
+    with run.workdir.lock(), run.workdir.writing(name=EXPORT_FILE):
+        export_weights(run, path)
+    return {"workdir": str(run.workdir), "weights": str(path), "checkpoint_step": run.step,
+            "megabytes": round(path.stat().st_size / 1e6, 2)}
+
+
 def train_summary(settings: TncaSettings, workdir: str | os.PathLike) -> dict:
     """`--mode=train` as the command line reports it."""
     report = train_and_evaluate(settings, workdir)
@@ -351,4 +414,5 @@ def train_summary(settings: TncaSettings, workdir: str | os.PathLike) -> dict:
 
 
 MODES = {"train": train_summary, "evaluate": evaluate, "growth": growth, "ceiling": ceiling,
-         "generate": generate}
+         "generate": generate, "play": play, "export": export}
+EXPORT_FILE = "model.safetensors"

@@ -9,7 +9,8 @@ median f0 when that lies within half a semitone of it: a recording played 30 cen
 labelled so; a file whose name holds no pitch gets pYIN's median f0 over its voiced frames, and
 one where pYIN hears no steady pitch either is refused, naming the file. The held-out split is
 the project-wide rule (pitch classes A, C#/Db and F of the named note,
-`tnca_jax.corpus.is_held_out`) or the files matching `data.held_out` globs.
+`tnca_jax.corpus.is_held_out`) or the files matching `data.held_out` globs, and with
+`data.held_out_edges` each instrument's lowest and highest semitones.
 """
 
 from __future__ import annotations
@@ -26,15 +27,10 @@ import numpy as np
 
 from tnca_jax import audio as audio_lib
 from tnca_jax import corpus, optional_metrics
-from tnca_jax.conditioning import (
-    NoteSpec,
-    SpectrumPrior,
-    loudness_db,
-    midi_to_hz,
-    note_condition,
-)
+from tnca_jax.conditioning import NoteSpec, loudness_db, midi_to_hz, note_condition
 from tnca_jax.errors import ConfigError, MissingFileError
 from tnca_jax.model import NoteCondition
+from tnca_jax.priors import SpectrumPrior
 from tnca_jax.representations import Representation
 from tnca_jax.settings import CorpusData, NoteData
 
@@ -115,6 +111,7 @@ class NoteSet:
     representation: Representation
     grid_frames: int
     conditioned: bool
+    prior_kind: str = "neighbours"
 
     @property
     def training(self) -> tuple[Note, ...]:
@@ -146,7 +143,8 @@ class NoteSet:
         return SpectrumPrior(self.representation.contract, self.representation.unit_span_db,
                              tuple(n.instrument for n in training),
                              np.array([n.midi for n in training]),
-                             np.array([n.loudness_db for n in training]), spectra)
+                             np.array([n.loudness_db for n in training]), spectra,
+                             self.prior_kind)
 
     def condition(self, notes: Sequence[Note], *, leave_out: bool = False) -> NoteCondition:
         """The notes' own conditions (their instrument, pitch, loudness and length, and their
@@ -214,9 +212,25 @@ def pyin_midi(audio: np.ndarray, sample_rate: int) -> float | None:
     return float(69 + 12 * math.log2(np.median(f0[voiced]) / 440.0))
 
 
-def load_note_set(data: CorpusData, representation: Representation) -> NoteSet:
+def hold_out_edges(notes: list[Note], semitones: int) -> list[Note]:
+    """`notes` with each instrument's notes within `semitones` of its lowest and highest
+    pitch (among the notes not held out already) held out too."""
+    edge = set()
+    for instrument in {n.instrument for n in notes}:
+        pitches = [n.midi for n in notes if n.instrument == instrument and not n.held_out]
+        if pitches:
+            low, high = min(pitches), max(pitches)
+            edge |= {i for i, n in enumerate(notes) if n.instrument == instrument
+                     and (n.midi < low + semitones or n.midi > high - semitones)}
+    return [dataclasses.replace(n, held_out=True) if i in edge else n
+            for i, n in enumerate(notes)]
+
+
+def load_note_set(data: CorpusData, representation: Representation,
+                  prior_kind: str = "neighbours") -> NoteSet:
     """The recordings of `data.paths` (folders or globs), less those matching `data.exclude`,
-    labelled and split, at most `data.max_seconds` each, as a conditioned set.
+    labelled and split, at most `data.max_seconds` each, as a conditioned set whose prior is
+    drawn as `prior_kind` says (`tnca_jax.priors`).
 
     Raises MissingFileError when nothing is found, PitchLabelError for a note whose pitch
     cannot be told, ConfigError when there is no training note or a held-out note's
@@ -256,6 +270,8 @@ def load_note_set(data: CorpusData, representation: Representation) -> NoteSet:
                           midi=float(midi), pitch_source=source, held_out=held_out,
                           loudness_db=loudness_db(audio, contract), audio=audio,
                           features=np.asarray(representation.features(audio)), cut=sound.cut))
+    if data.held_out_edges:
+        notes = hold_out_edges(notes, data.held_out_edges)
     training = [n for n in notes if not n.held_out]
     if not training:
         raise ConfigError(f"no training note among the {len(notes)} recordings of "
@@ -266,4 +282,5 @@ def load_note_set(data: CorpusData, representation: Representation) -> NoteSet:
         raise ConfigError(f"held-out notes of {', '.join(strangers)}, an instrument no "
                           "training note has; add training notes of it or exclude them")
     return NoteSet(notes=tuple(notes), instruments=instruments, representation=representation,
-                   grid_frames=max(n.n_frames for n in notes), conditioned=True)
+                   grid_frames=max(n.n_frames for n in notes), conditioned=True,
+                   prior_kind=prior_kind)

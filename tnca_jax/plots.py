@@ -1,5 +1,6 @@
-"""Figures written to the workdir: target vs generated, the growth strip and animation, and the
-training curve. Each takes a path or a binary file object (for pages that embed them)."""
+"""Figures written to the workdir: target vs generated, the growth strip and animation, the
+training curve, and a played phrase's piano roll. Each takes a path or a binary file object
+(for pages that embed them)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import BinaryIO
 import numpy as np
 
 from tnca_jax import metrics
+from tnca_jax.conditioning import midi_to_hz, row_frequencies_hz
 from tnca_jax.contract import MelContract, SpectralContract
-from tnca_jax.dsp import frame
+from tnca_jax.dsp import frame, log_mel
 
 
 def _pyplot():
@@ -167,5 +169,29 @@ def morph_curve(path: str | os.PathLike | BinaryIO, curve: dict) -> None:
         axis.plot(curve["weights"], curve[key], marker="o")
         axis.set(title=label, xlabel=f"weight of {curve['end']} (0 = {curve['start']})")
         axis.grid(alpha=0.3)
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)
+
+
+def piano_roll(path: str | os.PathLike | BinaryIO, audio: np.ndarray, contract: MelContract,
+               notes: list[tuple[float, float, float]], title: str = "") -> None:
+    """A phrase's log-mel (dB, 80 dB below its peak) with its notes drawn over it: one box per
+    (MIDI pitch, start s, duration s), at the mel band of the note's fundamental."""
+    plt = _pyplot()
+    spec = _db(np.asarray(log_mel(np.asarray(audio, np.float32), contract)), contract)
+    vmax = float(spec.max())
+    seconds = spec.shape[1] * contract.hop_length / contract.sample_rate
+    centres = row_frequencies_hz(contract)
+    fig, axis = plt.subplots(figsize=(max(8.0, min(24.0, 2 + 1.5 * seconds)), 4.5),
+                             constrained_layout=True)
+    image = axis.imshow(spec, origin="lower", aspect="auto", vmin=vmax - metrics.TOP_DB,
+                        vmax=vmax, cmap="magma", extent=(0, seconds, 0, spec.shape[0]))
+    for midi, start, duration in notes:
+        band = float(np.interp(midi_to_hz(midi), centres, np.arange(len(centres)))) + 0.5
+        axis.add_patch(plt.Rectangle((start, band - 1.0), duration, 2.0, fill=False,
+                                     edgecolor="cyan", linewidth=1.2))
+    axis.set(title=title or "played phrase: log-mel, notes in cyan", xlabel="s",
+             ylabel="mel band")
+    fig.colorbar(image, ax=axis, label="dB")
     fig.savefig(path, dpi=100, format="png")
     plt.close(fig)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tnca_jax.metrics import AudioMetrics
+from tnca_jax.metrics import AudioMetrics, badness
 
 FORMAT = "tnca_jax.metrics/2"
 
@@ -80,8 +80,7 @@ def summarise(notes: Sequence[NoteMetrics]) -> dict[str, dict]:
             values = [getattr(n.generated, name) for n in chosen
                       if getattr(n.generated, name) is not None]
             if values:
-                worst = min(values) if name in ("visqol_moslqo", "voiced_agreement",
-                                                "snr_db") else max(values)
+                worst = max(values, key=lambda value, name=name: badness(name, value))
                 part[name] = {"mean": float(np.mean(values)), "worst": float(worst)}
         for side in ("static_baseline", "ceiling"):
             values = [getattr(n, side).mel_l1_db for n in chosen

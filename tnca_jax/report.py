@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tnca_jax import metrics, plots
 from tnca_jax.errors import WorkdirError
+from tnca_jax.phrases import Phrase
 from tnca_jax.records import NoteMetrics, RunMetrics
 from tnca_jax.workdir import (
     CEILING_WAV,
@@ -337,6 +338,27 @@ def render_page(workdir: str | os.PathLike) -> str:
 def write_report(workdir: str | os.PathLike) -> Path:
     """Write `workdir/report.html`; returns its path."""
     return Workdir(workdir).write_text(REPORT_FILE, render_page(workdir))
+
+
+def write_phrase_page(workdir: Workdir, stem: str, phrase: Phrase) -> Path:
+    """`<stem>.wav` and `<stem>.html` of a played phrase (`tnca_jax.phrases`): a player, and the
+    phrase's log-mel with its notes drawn over it (a piano roll)."""
+    wav = workdir.write_wav(f"{stem}.wav", phrase.audio, phrase.sample_rate)
+    figure = io.BytesIO()
+    plots.piano_roll(figure, phrase.audio, phrase.contract,
+                     [(n.midi, n.start, n.duration) for n in phrase.notes])
+    instrument = (phrase.instrument if isinstance(phrase.instrument, str) else
+                  ", ".join(f"{w:g} {name}" for name, w in phrase.instrument.items()))
+    body = "\n".join([
+        f"<h1>tnca_jax: a phrase played by {html.escape(instrument)}</h1>",
+        f'<p class="muted">{len(phrase.notes)} notes, '
+        f"{len(phrase.audio) / phrase.sample_rate:.1f} s, contract "
+        f"<code>{phrase.contract.name}</code>. Each note was grown by the model from its "
+        "pitch, loudness (velocity) and length, rendered and placed at its start.</p>",
+        f'<audio controls preload="auto" data-name="{html.escape(stem)}" '
+        f'src="{_data_uri(wav.read_bytes(), "audio/wav")}"></audio>',
+        _image(figure.getvalue(), "image/png", "piano roll over the log-mel")])
+    return workdir.write_text(f"{stem}.html", _page(f"tnca_jax: {stem}", body))
 
 
 class ReportView:

@@ -155,11 +155,14 @@ class NoteData:
 class CorpusData:
     """Labelled notes (the `instruments` job): the audio files under `paths` (folders or
     globs) less those matching `exclude`; held out by the project-wide pitch rule ("pitch") or
-    by globs; named pitches tuned to pYIN (`tune`); each trimmed and at most `max_seconds`."""
+    by globs, and also each instrument's lowest and highest `held_out_edges` semitones (to
+    measure notes beyond the range); named pitches tuned to pYIN (`tune`); each trimmed and
+    at most `max_seconds`."""
 
     paths: tuple[str, ...]
     exclude: tuple[str, ...]
     held_out: Literal["pitch"] | tuple[str, ...]
+    held_out_edges: int
     tune: bool
     trim_db: float | None
     max_seconds: float
@@ -167,6 +170,8 @@ class CorpusData:
     def __post_init__(self) -> None:
         require(bool(self.paths), "data.paths", self.paths,
                 "must list folders or globs of recordings, e.g. '(\"data/vsco2\",)'")
+        require(self.held_out_edges >= 0, "data.held_out_edges", self.held_out_edges,
+                "must not be negative (0: off)")
         _check_trim_and_length("data.", self.trim_db, self.max_seconds)
 
 
@@ -182,13 +187,15 @@ def _check_trim_and_length(prefix: str, trim_db: float | None, max_seconds: floa
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
     """The TNCA's sizes (`tnca_jax.model.TNCA`): state channels, hidden width of the update
-    MLP, fire rate, frames between seed columns, cosines of each frame's place (0: off)."""
+    MLP, fire rate, frames between seed columns, cosines of each frame's place (0: off); and
+    how a conditioned TNCA's prior is drawn (`tnca_jax.priors`)."""
 
     channels: int
     hidden: int
     fire_rate: float
     seed_spacing: int
     time_frequencies: int
+    prior: Literal["neighbours", "source_filter"]
 
     def __post_init__(self) -> None:
         require(self.channels >= 4, "model.channels", self.channels,
@@ -319,8 +326,9 @@ class GenerateSettings:
 class NoteRequestSettings(GenerateSettings):
     """The `instruments` job's `generate` section: besides how to grow, the note
     `--mode=generate` and `--mode=growth` grow (an instrument or a blend "violin:0.7,flute:0.3",
-    optionally gliding to another, a pitch and a length) and the regrowth demo (erase
-    `erase_fraction` of the frames after `erase_at` growth steps)."""
+    optionally gliding to another, a pitch and a length), the regrowth demo (erase
+    `erase_fraction` of the frames after `erase_at` growth steps), and the MIDI file
+    `--mode=play` plays (None: a short demo phrase)."""
 
     instrument: str
     glide_to: str | None
@@ -328,6 +336,7 @@ class NoteRequestSettings(GenerateSettings):
     seconds: float
     erase_fraction: float
     erase_at: int
+    midi: str | None
 
     def __post_init__(self) -> None:
         super().__post_init__()

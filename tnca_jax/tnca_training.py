@@ -22,9 +22,10 @@ Each step (one `jax.jit`, its PRNG key folded from the optimizer's iteration cou
 `tnca_jax.training.train` runs the program (`plan_training`): checkpoints, resume, retries.
 
 A note's resting level: a `note` job's model starts each band's level at its recording's mean
-and learns it; a conditioned model's level is its prior (`tnca_jax.conditioning.SpectrumPrior`)
-plus each instrument's envelope over the note, fitted by least squares (`fit_envelopes`) and
-left as it is by the optimizer (`tnca_jax.model.FixedLevel`).
+(and learns it) plus the recording's envelope over the note; a conditioned model's level is
+its prior (`tnca_jax.priors.SpectrumPrior`) plus each instrument's envelope over a note. The
+envelopes are fitted by least squares (`fit_envelopes`) and left as they are by the optimizer
+(`tnca_jax.model.FixedLevel`): a note starts and ends as quietly as its recordings do.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from tnca_jax.cells import ALIVE_THRESHOLD, ALPHA
-from tnca_jax.conditioning import NOTE_TIME_FEATURES, PITCH_FEATURES
+from tnca_jax.conditioning import PITCH_FEATURES
 from tnca_jax.losses import (
     TOP_DB,
     BatchTarget,
@@ -49,10 +50,10 @@ from tnca_jax.losses import (
     masked_mean,
     tnca_loss,
 )
-from tnca_jax.model import TNCA, NoteCondition, grow
+from tnca_jax.model import NOTE_TIME_FEATURES, TNCA, NoteCondition, grow, note_time_features
 from tnca_jax.notes import NoteSet
 from tnca_jax.representations import Representation
-from tnca_jax.settings import ModelSettings, TncaSettings, TrainSettings
+from tnca_jax.settings import ModelSettings, TncaSettings, TrainSettings, require
 from tnca_jax.training import (
     GraphDefs,
     TrainProgram,
@@ -128,14 +129,16 @@ class Targets(NamedTuple):
 def new_model(model: ModelSettings, seed: int, representation: Representation,
               instruments: int) -> TNCA:
     """An untrained TNCA of these sizes (conditioned on notes of `instruments` instruments
-    when that is > 0)."""
+    when that is > 0; else following a note's envelope over its frames)."""
     conditioned = instruments > 0
+    contract = representation.contract
     return TNCA(representation.n_bins, n_values=representation.n_values,
                 channels=model.channels, hidden=model.hidden, fire_rate=model.fire_rate,
                 seed_spacing=model.seed_spacing, time_frequencies=model.time_frequencies,
                 instruments=instruments,
                 pitch_features=PITCH_FEATURES if conditioned else 0,
                 note_time_features=NOTE_TIME_FEATURES if conditioned else 0,
+                frame_seconds=contract.hop_length / contract.sample_rate,
                 rngs=nnx.Rngs(seed))
 
 
@@ -174,18 +177,23 @@ def _ridge_solve(design: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def fit_envelopes(notes: NoteSet) -> np.ndarray:
-    """Each instrument's envelope over a note, per band: what is left of its training notes
-    once each note's own mean is taken away, ~ time_n[t] @ e[i, v, f] (least squares over all
-    their frames, ridge-regularised). Returns e [I, V, F, K] for
-    `tnca_jax.model.Conditioner.level_time`."""
+    """Each instrument's envelope over a note (a `note` set's: its one note's), per band: what
+    is left of its training notes once each note's own mean is taken away,
+    ~ note_time_features[t] @ e[i, v, f] (least squares over all their frames,
+    ridge-regularised). Returns e [I (1 for a note set), V, F, K] for the model's
+    `level_time`."""
     representation = notes.representation
-    envelope = np.zeros((len(notes.instruments), representation.n_values,
-                         representation.n_bins, NOTE_TIME_FEATURES), np.float32)
-    time = np.asarray(notes.condition(notes.training).time)  # [N, T, K]
-    units = [np.asarray(representation.to_unit(jnp.asarray(n.features))) for n in notes.training]
-    for i, instrument in enumerate(notes.instruments):
-        mine = [k for k, n in enumerate(notes.training) if n.instrument == instrument]
-        frames = np.concatenate([time[k, :units[k].shape[-1]] for k in mine])  # [M, K]
+    contract = representation.contract
+    frame_seconds = contract.hop_length / contract.sample_rate
+    training = notes.training
+    groups = ([[k for k, n in enumerate(training) if n.instrument == i]
+               for i in notes.instruments] if notes.conditioned else [list(range(len(training)))])
+    envelope = np.zeros((len(groups), representation.n_values, representation.n_bins,
+                         NOTE_TIME_FEATURES), np.float32)
+    units = [np.asarray(representation.to_unit(jnp.asarray(n.features))) for n in training]
+    times = [note_time_features(n.n_frames, n.n_frames, frame_seconds) for n in training]
+    for i, mine in enumerate(groups):
+        frames = np.concatenate([times[k] for k in mine])  # [M, K]
         for v in range(representation.n_values):
             left = np.concatenate([(units[k][v] - units[k][v].mean(axis=-1, keepdims=True)).T
                                    for k in mine])  # [M, F]
@@ -218,6 +226,7 @@ def create_train_state(settings: TncaSettings, notes: NoteSet, targets: Targets,
         states = model.seed(notes.grid_frames, condition=condition)
     else:
         model.band_level[...] = targets.unit[0].mean(axis=-1)
+        model.level_time[...] = jnp.asarray(fit_envelopes(notes)[0])
         pool_notes = jnp.zeros(train.pool_size, jnp.int32)
         states = model.seed(notes.grid_frames, train.pool_size)
     graphdefs, state = split_state(model, nnx.Optimizer(model, make_optimizer(train),
@@ -335,6 +344,9 @@ def plan_training(settings: TncaSettings, notes: NoteSet,
     train = settings.train
     mesh = data_mesh({"train.batch_size": train.batch_size, "train.pool_size": train.pool_size})
     targets = Targets.create(notes, with_audio=train.uses_audio)
+    require(train.pool_size >= len(targets.unit), "train.pool_size", train.pool_size,
+            f"must hold every target at least once ({len(targets.unit)}: each of the "
+            f"{len(notes.training)} training notes with its own and its left-out prior)")
     representation = notes.representation
     return compile_program(
         train, mesh, lambda: create_train_state(settings, notes, targets, mesh=mesh),

@@ -42,10 +42,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tnca_jax import dsp
+from tnca_jax import dsp, weights
 from tnca_jax.contract import MelContract, SpectralContract
-from tnca_jax.errors import MissingFileError, VocoderError
-from tnca_jax.files import replacing
+from tnca_jax.errors import VocoderError
 from tnca_jax.inverse import check_input
 
 WEIGHTS_PATH = Path(__file__).resolve().parent / "music_vocoder.safetensors"
@@ -292,101 +291,37 @@ def overlap_add(spec: jax.Array, contract: SpectralContract) -> jax.Array:
 
 
 # ------------------------------------------------------------------------ weights file
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    """{"blocks": {0: {"expand": {"kernel": x}}}} -> {"blocks.0.expand.kernel": x}."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _param_tree(model: MusicVocoder) -> dict:
-    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
-
-
 def save_weights(model: MusicVocoder, path: str | os.PathLike) -> None:
     """Write the model's parameters (float32) with its contract and architecture as metadata,
-    as one safetensors file (written whole, then renamed into place)."""
-    from safetensors.numpy import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION,
-                "contract": json.dumps(model.contract.to_dict()),
-                "architecture": json.dumps(model.architecture.to_dict())}
-    tensors = {name: np.ascontiguousarray(value, np.float32)
-               for name, value in _flatten(_param_tree(model)).items()}
-    bad = sorted(name for name, value in tensors.items() if not np.all(np.isfinite(value)))
-    if bad:
-        raise VocoderWeightsError(f"the music vocoder's {bad[0]} holds NaN or Inf: not written "
-                                  f"to {path}")
-    with replacing(path) as tmp:
-        save_file(tensors, tmp, metadata=metadata)
+    as one safetensors file (`tnca_jax.weights`; refused if any is not finite)."""
+    weights.save(nnx.state(model, nnx.Param), path, {
+        "format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION,
+        "contract": json.dumps(model.contract.to_dict()),
+        "architecture": json.dumps(model.architecture.to_dict())}, what="the music vocoder")
 
 
 def load_weights(path: str | os.PathLike = WEIGHTS_PATH) -> MusicVocoder:
     """A MusicVocoder from a weights file written by `save_weights`.
 
     Raises MissingFileError when it is not there, VocoderError (one line, naming the file) when
-    it is unreadable, not a safetensors file, or holds other parameters than its architecture
-    needs.
+    it is unreadable, not a music vocoder's, holds other parameters than its architecture
+    needs, or a value that is not finite.
     """
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"music vocoder weights not found: {path} (set "
-                               "--config.vocoder_path to a music_vocoder.safetensors, or train "
-                               "one: python main.py --config=configs/vocoder.py "
-                               "--workdir=runs/vocoder)")
-    try:
-        with safe_open(str(path), framework="numpy") as file:
-            metadata = file.metadata() or {}
-            tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
-    except Exception as err:  # safetensors raises its own error types and OSError.
-        raise VocoderWeightsError(f"cannot read music vocoder weights {path}: not a valid "
-                                  f"safetensors file ({' '.join(str(err).split())})") from None
-    if metadata.get("format") != WEIGHTS_FORMAT:
-        raise VocoderWeightsError(f"{path} is not a music vocoder weights file (format "
-                                  f"{metadata.get('format')!r}, expected {WEIGHTS_FORMAT!r})")
+    tensors, metadata = weights.read(
+        path, WEIGHTS_FORMAT, what="music vocoder", missing_hint="set --config.vocoder_path to a "
+        "music_vocoder.safetensors, or train one: python main.py --config=configs/vocoder.py "
+        "--workdir=runs/vocoder")
     try:
         contract = SpectralContract.from_dict(json.loads(metadata["contract"]))
         architecture = Architecture.from_dict(json.loads(metadata["architecture"]))
-        model = nnx.eval_shape(lambda: MusicVocoder(contract, architecture, rngs=nnx.Rngs(0)))
+        model = MusicVocoder(contract, architecture, rngs=nnx.Rngs(0))
     except (KeyError, TypeError, ValueError) as err:
         raise VocoderWeightsError(f"{path}: unreadable contract or architecture metadata "
                                   f"({' '.join(str(err).split())})") from None
-    expected = {name: tuple(value.shape)
-                for name, value in _flatten(_param_tree(model)).items()}
-    found = {name: tuple(value.shape) for name, value in tensors.items()}
-    if expected != found:
-        missing = sorted(set(expected) - set(found))
-        extra = sorted(set(found) - set(expected))
-        shapes = sorted(n for n in set(expected) & set(found) if expected[n] != found[n])
-        raise VocoderWeightsError(
-            f"{path} does not match its architecture: missing {missing[:3]}, unexpected "
-            f"{extra[:3]}, wrong shape {shapes[:3]}")
-    bad = sorted(name for name, value in tensors.items() if not np.all(np.isfinite(value)))
-    if bad:
-        raise VocoderWeightsError(f"{path} is damaged: {bad[0]} holds NaN or Inf")
-    _load_flat_params(model, tensors)
-    return model
-
-
-def _load_flat_params(model: MusicVocoder, tensors: dict[str, np.ndarray]) -> None:
-    """Put {"blocks.0.expand.kernel": array, ...} into the model's parameters (in place)."""
-
-    def fill(tree, prefix: str):
-        return {key: fill(value, f"{prefix}{key}.") if isinstance(value, dict)
-                else jnp.asarray(tensors[f"{prefix}{key}"], jnp.float32)
-                for key, value in tree.items()}
-
     state = nnx.state(model, nnx.Param)
-    nnx.replace_by_pure_dict(state, fill(nnx.to_pure_dict(state), ""))
+    weights.fill(state, tensors, path, "architecture")
     nnx.update(model, state)
+    return model
 
 
 # ------------------------------------------------------------------------ inference
