@@ -1,18 +1,27 @@
 """One TNCA for many notes of many instruments (the instruments job, tnca_jax.tnca_training).
 
-Full run: every pitched note of the shipped corpus, one source per instrument (data/: Iowa
-violin, VSCO-2 flute and trumpet, tonejs-instruments cello, contrabass and saxophone, MuseScore
-General clarinet renders), pitch classes A, C#/Db and F held out:
+The whole corpus, one source per instrument (data/: Iowa violin, VSCO-2 flute and trumpet,
+tonejs-instruments cello, contrabass and saxophone, MuseScore General clarinet renders), pitch
+classes A, C#/Db and F held out. At the CPU size (2000 iterations: 29 minutes of training, 37
+in all, on the 2-core CPU; this trained the shipped model, tnca_jax/instruments.safetensors,
+exported with --mode=export):
+  python main.py --config=configs/instruments.py:cpu --workdir=runs/instruments_cpu
+  python main.py --config=configs/instruments.py:cpu --workdir=runs/instruments_cpu --mode=export
+The same with each instrument's 5 lowest and highest semitones held out too (beyond the range):
+  python main.py --config=configs/instruments.py:cpu,edges --workdir=runs/instruments_edges
+At full size (sized for a GPU/TPU):
   python main.py --config=configs/instruments.py --workdir=runs/instruments
-CPU run (800 iterations: 17 minutes of training, 18.5 in all, on one core of the 2-core CPU
-at 0.80 it/s while the other core was busy): Iowa violin and VSCO-2 flute notes of one octave:
+A smoke-size run (Iowa violin and VSCO-2 flute notes of one octave; 800 iterations, 15 minutes
+of training on the 2-core CPU):
   python main.py --config=configs/instruments.py:quick --workdir=runs/instruments_quick
-Then any note, also at pitches and lengths it never heard, morphs and glides:
-  python main.py --config=configs/instruments.py:quick --workdir=runs/instruments_quick \\
-      --mode=generate --config.generate.instrument=violin --config.generate.pitch=Bb4 \\
+Then any note, also at pitches and lengths it never heard, morphs, glides and phrases (without
+a workdir of your own these use the shipped model):
+  python main.py --config=configs/instruments.py --workdir=runs/mine --mode=generate \\
+      --config.generate.instrument=violin --config.generate.pitch=Bb4 \\
       --config.generate.seconds=2.5
-  tnca_jax.generate("runs/instruments_quick", instrument={"violin": 0.7, "flute": 0.3},
-                    pitch="G4", seconds=2.0)
+  python main.py --config=configs/instruments.py --workdir=runs/mine --mode=play \\
+      --config.generate.midi=song.mid --config.generate.instrument=cello
+  tnca_jax.generate(instrument={"violin": 0.7, "flute": 0.3}, pitch="G4", seconds=2.0)
 Your own notes: folders or globs, named by pitch (cello_Bb3.wav; else pYIN labels them):
   --config.data.paths='("/path/to/notes",)'
 """

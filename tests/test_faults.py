@@ -181,8 +181,9 @@ def test_ctrl_c_stops_at_once_and_says_where_a_rerun_resumes(job, moment, tmp_pa
                  and any((workdir / CHECKPOINT_DIR).glob(f"*{SAVING}*")), process,
                  "a checkpoint was being committed")
     else:
+        # While the worker is still importing: the moment a traceback once came from it.
         wait_for(lambda: worker_started(process), process, "the pitch tracker started")
-        time.sleep(0.5)
+        time.sleep(0.05)
     sent = time.monotonic()
     os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
     _, stderr = process.communicate(timeout=60)

@@ -33,9 +33,10 @@ def test_the_tnca_jobs_share_their_defaults_and_differ_in_their_data():
     note, many = read_tnca(violin_config()), read_tnca(instruments_config())
     assert isinstance(note.data, NoteData) and isinstance(many.data, CorpusData)
     # One place for each default (configs/common.py): the shared train settings agree unless
-    # a job sets its own (instruments: iterations, batch, growth steps, damage, logging).
-    own = {"iterations", "batch_size", "min_growth_steps", "max_growth_steps", "damage",
-           "log_every", "checkpoint_every", "keep_checkpoints"}
+    # a job sets its own (instruments: iterations, batch and pool, growth steps, damage,
+    # logging).
+    own = {"iterations", "batch_size", "pool_size", "min_growth_steps", "max_growth_steps",
+           "damage", "log_every", "checkpoint_every", "keep_checkpoints"}
     differ = {f.name for f in dataclasses.fields(note.train)
               if getattr(note.train, f.name) != getattr(many.train, f.name)}
     assert differ <= own

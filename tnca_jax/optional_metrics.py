@@ -3,9 +3,9 @@ run down.
 
 Native code in them has crashed a run outright (a segmentation fault inside librosa's pYIN, in
 a numba gufunc, on a GPU machine: exit 139, no metrics.json, no report, on every rerun). So
-they run in one worker process per Python process (the 'spawn' start method: a fresh
-interpreter that imports neither JAX nor the caller's state), started on first use and kept
-for later calls so that numba compiles pYIN once. `measure` sends it a batch of tasks and
+they run in one worker process per Python process (a fresh interpreter that imports neither
+JAX nor the caller's state), started on first use and kept for later calls so that numba
+compiles pYIN once. `measure` sends it a batch of tasks and
 collects the results as they come; a task whose worker dies (any signal, any exception that
 kills it) or outlasts `TIMEOUT_S` becomes a missing value with a note, and the next task gets a
 fresh worker.
@@ -18,8 +18,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import multiprocessing
 import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
@@ -104,12 +106,11 @@ class Missing:
     why: str
 
 
-def _serve(connection: Connection) -> None:
-    """The worker's loop: run each task received, send back its result (or the exception's
-    text, which is no crash), until told to stop (None) or its parent is gone. Ctrl-C is the
-    parent's to handle (`tnca_jax.interrupts`): the worker ignores it, so that a terminal's
-    SIGINT to the whole process group prints no traceback from here."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def serve(descriptor: int) -> None:
+    """The worker's loop, on the socket `descriptor` inherited from its parent: run each task
+    received, send back its result (or the exception's text, which is no crash), until told to
+    stop (None) or its parent is gone."""
+    connection = Connection(descriptor)
     try:
         while (task := connection.recv()) is not None:
             try:
@@ -121,16 +122,27 @@ def _serve(connection: Connection) -> None:
 
 
 class _Worker:
-    """One spawned worker process and the pipe to it."""
+    """One worker process (a fresh interpreter) and the socket to it.
+
+    It runs in a session of its own: a terminal's Ctrl-C (SIGINT to the foreground process
+    group) reaches only the parent, which handles it (`tnca_jax.interrupts`) and kills the
+    worker, so no traceback comes from the worker, even while it is still importing."""
 
     def __init__(self):
-        context = multiprocessing.get_context("spawn")
-        self.connection, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child,), daemon=True,
-                                       name="tnca_jax-optional-metrics")
-        self.process.start()
-        child.close()
+        ours, theirs = socket.socketpair()
+        # The parent's import path, as multiprocessing's spawn gives it: a task's function
+        # is sent by name and must import there too.
+        start = (f"import sys; sys.path[:] = {sys.path!r}; "
+                 f"from {__name__} import serve; serve({theirs.fileno()})")
+        with theirs:
+            self.process = subprocess.Popen([sys.executable, "-c", start],
+                                            pass_fds=(theirs.fileno(),), start_new_session=True)
+        self.connection = Connection(ours.detach())
         interrupts.register(self.process.kill)  # Ctrl-C: do not finish the task alone
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
 
     def run(self, task: Task, timeout: float) -> Any:
         """The task's result, or Missing when the worker died or timed out (it is then
@@ -145,13 +157,13 @@ class _Worker:
         self.stop()
         if timed_out:
             return Missing(f"it gave no result within {timeout:g} s")
-        return Missing(f"its process died ({_exit_reason(self.process.exitcode)})")
+        return Missing(f"its process died ({_exit_reason(self.process.returncode)})")
 
     def stop(self) -> None:
         interrupts.unregister(self.process.kill)
-        if self.process.is_alive():
+        if self.alive:
             self.process.kill()
-        self.process.join(5)
+        self.process.wait()
         self.connection.close()
 
 
@@ -178,10 +190,10 @@ def run_tasks(tasks: Sequence[Task], *, timeout: float = TIMEOUT_S) -> list[Any]
         if task.function in failed:
             results.append(failed[task.function])
             continue
-        if _worker is None or not _worker.process.is_alive():
+        if _worker is None or not _worker.alive:
             _worker = _Worker()
         result = _worker.run(task, timeout)
-        if isinstance(result, Missing) and not _worker.process.is_alive():
+        if isinstance(result, Missing) and not _worker.alive:
             _worker = None
             failed[task.function] = result
         results.append(result)
