@@ -10,8 +10,9 @@ model's vocoder and measured against its recording after matching its RMS to the
 error, the first 50 ms's level. Beside it, the floor: the same measures between two real
 recordings of the pitch (the Iowa violin recorded on another string), or, where the corpus
 has none, between the recording and its instrument's nearest real note of another pitch.
-Notes held out by `data.held_out_edges` are marked `beyond_range`. One JSON line per note,
-then the summary: means, and each side's ratio to its floor.
+Notes held out by `data.held_out_edges` are marked `beyond_range`, soundfont renders
+`rendered` (their floor, another render, is unrealistically close). One JSON line per note,
+then the summary (`summarise`): means over groups of notes, and each side's ratio to its floor.
 
   python -m bench.playable --speed     # the shipped model: seconds to generate a 2 s note
 
@@ -35,6 +36,7 @@ from tnca_jax.notes import Note
 from tnca_jax.runs import load_run, notes_of
 
 MEASURES = ("mel_l1_db", "mrstft")
+RENDER_FOLDERS = {"musescore", "fluidr3_gm"}
 
 
 def matched(reference: np.ndarray, audio: np.ndarray) -> np.ndarray:
@@ -64,6 +66,46 @@ def floor_of(note: Note, corpus: list[Note], contract) -> tuple[str, dict]:
     both = [distance(note.audio, other.audio, contract), distance(other.audio, note.audio,
                                                                   contract)]
     return kind, {key: float(np.mean([d[key] for d in both])) for key in both[0]}
+
+
+def rendered(note: Note) -> bool:
+    """Whether `note` is a soundfont render (data/musescore, data/fluidr3_gm): the same
+    recorded sample resampled across pitches and velocities, so its floor (another render of
+    the same pitch) is far closer than two real recordings can be."""
+    return bool(RENDER_FOLDERS & set(Path(note.path).parts))
+
+
+def summarise(lines: list[dict], model: str) -> dict:
+    """Means over each group of notes (all held out; real recordings only; beyond the range;
+    real notes of a pitch recorded twice, e.g. on two strings; each instrument), and each
+    mean's ratio to the same notes' floor."""
+    real = [x for x in lines if not x["rendered"]]
+    groups = {"held_out": lines, "real": real,
+              "beyond_range": [x for x in lines if x["beyond_range"]],
+              "beyond_range_real": [x for x in real if x["beyond_range"]],
+              "two_strings": [x for x in real if x["floor_kind"].startswith("same pitch")],
+              **{f"instrument_{name}": [x for x in lines if x["instrument"] == name]
+                 for name in sorted({x["instrument"] for x in lines})}}
+    summary = {"summary": True, "model": model, "notes": len(lines)}
+    for part, chosen in groups.items():
+        if not chosen:
+            continue
+        summary[f"{part}_notes"] = len(chosen)
+        for key in (*MEASURES, "centroid_error"):
+            ours = float(np.mean([x[f"generated_{key}"] for x in chosen]))
+            floor = float(np.mean([x[f"floor_{key}"] for x in chosen]))
+            summary[f"{part}_{key}"] = {"generated": ours, "floor": floor,
+                                        "ratio": ours / max(floor, 1e-9)}
+        f0 = [x["f0_error_cents"] for x in chosen if x["f0_error_cents"] is not None]
+        summary[f"{part}_f0_error_cents"] = {
+            "mean": float(np.mean(f0)) if f0 else None,
+            "median": float(np.median(f0)) if f0 else None,
+            "worst": float(np.max(f0)) if f0 else None,
+            "under_20": sum(c < 20 for c in f0)}
+        onsets = [abs(x["onset_level_db"]) for x in chosen]
+        summary[f"{part}_onset_level_db"] = {"worst": float(np.max(onsets)),
+                                             "within_6": sum(o <= 6 for o in onsets)}
+    return summary
 
 
 def speed(model: str | None) -> dict:
@@ -116,6 +158,7 @@ def main() -> None:
         extra = metrics.compare(note.audio, generated, contract,
                                 only={"f0_error_cents", "onset_level_db"})
         line = {"note": note.name, "instrument": note.instrument, "midi": round(note.midi, 2),
+                "rendered": rendered(note),
                 "beyond_range": bool(edges) and not low <= note.midi <= high,
                 "floor_kind": kind, **{f"generated_{k}": v for k, v in ours.items()},
                 **{f"floor_{k}": v for k, v in floor.items()},
@@ -123,24 +166,7 @@ def main() -> None:
                 "onset_level_db": extra.onset_level_db}
         lines.append(line)
         print(json.dumps(line), flush=True)
-    summary = {"summary": True, "model": str(args.model), "notes": len(lines)}
-    for part, chosen in (("held_out", lines), ("beyond_range", [x for x in lines
-                                                               if x["beyond_range"]]),
-                         ("two_strings", [x for x in lines if x["floor_kind"].startswith(
-                             "same pitch")])):
-        if not chosen:
-            continue
-        summary[f"{part}_notes"] = len(chosen)
-        for key in (*MEASURES, "centroid_error"):
-            ours = float(np.mean([x[f"generated_{key}"] for x in chosen]))
-            floor = float(np.mean([x[f"floor_{key}"] for x in chosen]))
-            summary[f"{part}_{key}"] = {"generated": ours, "floor": floor,
-                                        "ratio": ours / max(floor, 1e-9)}
-        f0 = [x["f0_error_cents"] for x in chosen if x["f0_error_cents"] is not None]
-        summary[f"{part}_f0_error_cents"] = {"mean": float(np.mean(f0)) if f0 else None,
-                                             "worst": float(np.max(f0)) if f0 else None}
-        onsets = [abs(x["onset_level_db"]) for x in chosen]
-        summary[f"{part}_onset_level_db_worst"] = float(np.max(onsets))
+    summary = summarise(lines, str(args.model))
     print(json.dumps(summary), flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

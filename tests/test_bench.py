@@ -76,3 +76,5 @@ def test_playable_measures_held_out_notes_beside_the_real_instrument_floor(
     assert summary["held_out_mel_l1_db"]["ratio"] == pytest.approx(
         note["generated_mel_l1_db"] / note["floor_mel_l1_db"])
     assert not note["beyond_range"] and "beyond_range_notes" not in summary
+    assert not note["rendered"] and summary["real_notes"] == summary[
+        "instrument_violin_notes"] == 1 and "two_strings_notes" not in summary
