@@ -11,8 +11,8 @@ The same with each instrument's 5 lowest and highest semitones held out too (bey
   python main.py --config=configs/instruments.py:cpu,edges --workdir=runs/instruments_edges
 At full size (sized for a GPU/TPU):
   python main.py --config=configs/instruments.py --workdir=runs/instruments
-A smoke-size run (Iowa violin and VSCO-2 flute notes of one octave; 800 iterations, 15 minutes
-of training on the 2-core CPU):
+A smoke-size run (Iowa violin and VSCO-2 flute notes of one octave; 800 iterations, 10 minutes
+of training, 12 in all, on the 2-core CPU):
   python main.py --config=configs/instruments.py:quick --workdir=runs/instruments_quick
 Then any note, also at pitches and lengths it never heard, morphs, glides and phrases (without
 a workdir of your own these use the shipped model):
