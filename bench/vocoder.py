@@ -6,12 +6,13 @@
 For every held-out recording of `configs/vocoder.py` (notes the shipped weights never saw:
 pitch classes A, C#/Db, F and the legato phrase; trimmed 60 dB below the peak and capped at 4 s
 as a TNCA target is), each vocoder's ceiling: the recording's own log-mel through the vocoder,
-scored against the recording with `tnca_jax.metrics` (`vocoders.music_train.evaluate`: mrstft,
-mel_l1_db, rms_ratio, f0_error_cents with `--f0`). Then the summary per vocoder (mean, median,
+scored against the recording with `tnca_jax.metrics` (`vocoders.music_train.evaluate`:
+`music_train.SCORED`, f0_error_cents with `--f0` only). Then the summary per vocoder (mean, median,
 worst over notes), and the speed: the real-time factor (audio seconds per wall second, median
 of repeats after a warm-up call) to vocode a 4 s note on the present device. Prints JSON lines,
 also written to `--out`; the last line ("kind": "comparison") puts both vocoders' mean ceiling
-and speed side by side.
+and speed side by side, and on how many notes the music vocoder beats Griffin-Lim on the
+auraloss MR-STFT, spectral convergence and mel-cepstral distortion all at once.
 `--max-notes` measures the first N held-out notes only (sorted by path; the line says so).
 
 `--oracles` adds what no log-mel vocoder can beat on these notes, from the recording's own
@@ -45,7 +46,9 @@ from vocoders import music_data, music_train
 from vocoders.music import WEIGHTS_PATH, load
 
 SPEED_SECONDS = 4.0
-SCORED = ("mrstft", "mel_l1_db", "rms_ratio", "f0_error_cents")  # f0 with --f0 only
+SCORED = music_train.SCORED  # f0 (the last) with --f0 only
+# Better than Griffin-Lim on a note means better on all three, no trade of one for another.
+BEATS_ON = ("mrstft_auraloss", "spectral_convergence", "mcd_db")
 PEAK_DB, PEAK_NEIGHBOURHOOD, PEAK_HALF_WIDTH = 6.0, 15, 2
 
 
@@ -170,11 +173,15 @@ def main() -> None:
     summaries = {line["vocoder"]: line for line in lines if line["kind"] == "summary"}
     speeds = {line["vocoder"]: line["real_time_factor"] for line in lines
               if line["kind"] == "speed"}
+    rows = {name: {line["note"]: line for line in lines
+                   if line["kind"] == "note" and line["vocoder"] == name} for name in vocoders}
+    beats = [note for note, row in rows["music"].items()
+             if all(row[key] < rows["griffinlim"][note][key] for key in BEATS_ON)]
     lines.append({"kind": "comparison", "notes": len(notes), "held_out_notes": total_notes,
-                  "device": device, "weights": _shown(args.weights), **{
-                      name: {"mrstft": summaries[name]["mrstft"]["mean"],
-                             "mel_l1_db": summaries[name]["mel_l1_db"]["mean"],
-                             "rms_ratio": summaries[name]["rms_ratio"]["mean"],
+                  "device": device, "weights": _shown(args.weights),
+                  "music_beats_griffinlim_on": list(BEATS_ON),
+                  "music_beats_griffinlim_notes": len(beats), **{
+                      name: {**{key: summaries[name][key]["mean"] for key in SCORED[:-1]},
                              "x_real_time_4s": speeds[name]} for name in vocoders}})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w") as out:

@@ -78,3 +78,21 @@ def test_playable_measures_held_out_notes_beside_the_real_instrument_floor(
     assert not note["beyond_range"] and "beyond_range_notes" not in summary
     assert not note["rendered"] and summary["real_notes"] == summary[
         "instrument_violin_notes"] == 1 and "two_strings_notes" not in summary
+
+
+def test_vocoder_bench_puts_both_vocoders_side_by_side(tmp_path):
+    out = tmp_path / "vocoder.jsonl"
+    rows = run_bench("vocoder", "--max-notes=2", "--repeats=1", f"--out={out}")
+    assert [json.loads(line) for line in out.read_text().splitlines()] == rows
+    notes = {(row["vocoder"], row["note"]): row for row in rows if row["kind"] == "note"}
+    assert {vocoder for vocoder, _ in notes} == {"music", "griffinlim"} and len(notes) == 4
+    [comparison] = [row for row in rows if row["kind"] == "comparison"]
+    # The count of notes where the music vocoder wins on all three measures, from the notes.
+    wins = sum(all(notes["music", note][key] < notes["griffinlim", note][key]
+                   for key in comparison["music_beats_griffinlim_on"])
+               for vocoder, note in notes if vocoder == "music")
+    assert comparison["music_beats_griffinlim_notes"] == wins
+    for vocoder in ("music", "griffinlim"):
+        assert comparison[vocoder]["mrstft_auraloss"] == pytest.approx(
+            sum(notes[vocoder, n]["mrstft_auraloss"] for v, n in notes if v == vocoder) / 2)
+        assert comparison[vocoder]["x_real_time_4s"] > 0

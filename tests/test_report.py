@@ -55,8 +55,8 @@ def test_training_writes_a_report_whose_numbers_are_metrics_json(trained_workdir
     # target, generated, ceiling, and the same note and ceiling through the music vocoder
     assert page.count('src="data:audio/wav;base64,') == 5
     music = run.other_vocoders["music"]
-    assert set(music["generated"]) == set(music["ceiling"]) == {"mel_l1_db", "mrstft",
-                                                                "rms_ratio"}
+    assert set(music["generated"]) == set(music["ceiling"]) == {
+        "mel_l1_db", "mrstft", "mrstft_auraloss", "rms_ratio"}
     assert all((trained_workdir / file).exists() for file in music["files"])
     assert f"mrstft {report.format_value(music['ceiling']['mrstft'])}" in page
     assert page.count('src="data:image/png;base64,') == 3  # comparison, growth, training

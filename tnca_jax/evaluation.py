@@ -28,10 +28,10 @@ from tnca_jax.runs import Run
 from tnca_jax.workdir import NOTES_DIR, Workdir
 
 # What an instruments run measures on each note (pYIN's f0 error where asked: slow on CPU).
-NOTE_METRICS = ("mel_l1_db", "mrstft", "spectral_convergence", "rms_ratio", "onset_level_db",
-                "centroid_error_hz", "f0_error_cents")
+NOTE_METRICS = ("mel_l1_db", "mrstft", "mrstft_auraloss", "spectral_convergence", "rms_ratio",
+                "onset_level_db", "centroid_error_hz", "f0_error_cents")
 MORPH_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-COMPANION_METRICS = ("mel_l1_db", "mrstft", "rms_ratio")
+COMPANION_METRICS = ("mel_l1_db", "mrstft", "mrstft_auraloss", "rms_ratio")
 
 
 def _scores(reference: np.ndarray, audios: Sequence[np.ndarray], inverse: Inverse,

@@ -5,7 +5,9 @@ Audio and spectral distances:
 - `mrstft_distance`: multi-resolution STFT distance, the mean over (n_fft, hop, win) =
   (512, 50, 240), (1024, 120, 600), (2048, 240, 1200) (BigVGAN's M-STFT, auraloss's defaults)
   of spectral convergence + mean |log S_ref - log S_gen| (magnitudes clamped at 1e-5).
-  `tnca_jax.metrics.mrstft` reports this same number.
+  `tnca_jax.metrics.mrstft` reports this same number; with `auraloss=True`, the published
+  vocoders' M-STFT (auraloss's defaults exactly: centred frames, magnitudes floored at 1e-4),
+  `tnca_jax.metrics.mrstft_auraloss`.
 - `log_mel_l1_db`: mean dB difference of two log-mels, floored 80 dB below the reference.
 - `multiscale_l1`: L1 over a pyramid of 2x average-pooled spectrograms (no learned network).
 - `temporal_l1`: L1 between frame-to-frame differences (onsets, decays, vibrato).
@@ -37,23 +39,39 @@ from tnca_jax.representations import Representation
 
 MRSTFT_RESOLUTIONS = ((512, 50, 240), (1024, 120, 600), (2048, 240, 1200))
 MRSTFT_FLOOR = 1e-5
+AURALOSS_POWER_FLOOR = 1e-8  # auraloss's eps, on the power: a magnitude floor of 1e-4
 TOP_DB = 80.0  # mel L1 floors both spectrograms this far below the reference's peak
 
 
 @functools.lru_cache(maxsize=32)
-def analysis_contract(n_fft: int, hop: int, win: int, sample_rate: int) -> SpectralContract:
-    """A plain STFT analysis (reflect padding, Hann window) for losses and metrics."""
+def analysis_contract(n_fft: int, hop: int, win: int, sample_rate: int, *,
+                      centred: bool = False) -> SpectralContract:
+    """A plain STFT analysis (reflect padding, Hann window) for losses and metrics; `centred`:
+    frames centred on their hop as torch.stft's and librosa's `center=True`."""
     return SpectralContract(name=f"stft{n_fft}", sample_rate=sample_rate, n_fft=n_fft,
-                            hop_length=hop, win_length=win)
+                            hop_length=hop, win_length=win,
+                            padding="center" if centred else "reflect_center_false")
 
 
-def mrstft_distance(reference: jax.Array, generated: jax.Array, sample_rate: int) -> jax.Array:
-    """Multi-resolution STFT distance of [..., samples] signals (mean over the batch too)."""
+def mrstft_distance(reference: jax.Array, generated: jax.Array, sample_rate: int, *,
+                    auraloss: bool = False) -> jax.Array:
+    """Multi-resolution STFT distance of [..., samples] signals (mean over the batch too).
+
+    `auraloss=True`: the figure published vocoders report (auraloss's
+    `MultiResolutionSTFTLoss` with its defaults, as BigVGAN's evaluation calls it): centred
+    frames and magnitudes sqrt(max(re^2 + im^2, 1e-8)), in spectral convergence and log alike.
+    It differs from auraloss only for a batch, whose convergence auraloss takes over the
+    whole batch at once."""
     total = 0.0
     for n_fft, hop, win in MRSTFT_RESOLUTIONS:
-        contract = analysis_contract(n_fft, hop, win, sample_rate)
-        ref = dsp.stft_magnitude(reference, contract)
-        gen = dsp.stft_magnitude(generated, contract)
+        contract = analysis_contract(n_fft, hop, win, sample_rate, centred=auraloss)
+        if auraloss:
+            ref, gen = (jnp.sqrt(jnp.maximum(jnp.abs(dsp.stft(x, contract)) ** 2,
+                                             AURALOSS_POWER_FLOOR))
+                        for x in (reference, generated))
+        else:
+            ref = dsp.stft_magnitude(reference, contract)
+            gen = dsp.stft_magnitude(generated, contract)
         convergence = (jnp.linalg.norm(ref - gen, axis=(-2, -1))
                        / jnp.linalg.norm(ref, axis=(-2, -1)))
         log_l1 = jnp.mean(jnp.abs(jnp.log(jnp.maximum(ref, MRSTFT_FLOOR))

@@ -69,7 +69,8 @@ from vocoders.music_data import (
 )
 
 WEIGHTS_FILE = "music_vocoder.safetensors"
-SCORED = ("mrstft", "mel_l1_db", "spectral_convergence", "rms_ratio", "f0_error_cents")
+SCORED = ("mrstft", "mrstft_auraloss", "mel_l1_db", "spectral_convergence", "mcd_db", "rms_ratio",
+          "f0_error_cents")
 MEMORY_KNOBS = "--config.train.batch_size or --config.train.segment_frames"
 
 
