@@ -264,6 +264,16 @@ def test_a_hanging_optional_metric_times_out(monkeypatch):
     assert result == optional_metrics.Missing("it gave no result within 0.5 s")
 
 
+def test_the_worker_ends_with_the_process_that_started_it():
+    # A session of its own keeps a terminal's Ctrl-C from it, so it must not outlive its parent.
+    code = ("import time; from tnca_jax import optional_metrics as m; "
+            "m.run_tasks([m.Task(time.sleep, (0,))]); print(m._worker.process.pid)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(done.stdout), 0)
+
+
 # ------------------------------------------------------------------ rendering
 def test_rendered_notes_never_exceed_full_scale(trained_workdir):
     loud = np.stack([np.array([0.5, -1.19, 0.2], np.float32),

@@ -5,16 +5,16 @@ Native code in them has crashed a run outright (a segmentation fault inside libr
 a numba gufunc, on a GPU machine: exit 139, no metrics.json, no report, on every rerun). So
 they run in one worker process per Python process (a fresh interpreter that imports neither
 JAX nor the caller's state), started on first use and kept for later calls so that numba
-compiles pYIN once. `measure` sends it a batch of tasks and
-collects the results as they come; a task whose worker dies (any signal, any exception that
-kills it) or outlasts `TIMEOUT_S` becomes a missing value with a note, and the next task gets a
-fresh worker.
+compiles pYIN once. `measure` sends it a batch of tasks and collects the results as they come;
+a task whose worker dies (any signal, any exception that kills it) or outlasts `TIMEOUT_S`
+becomes a missing value with a note, and the next task gets a fresh worker.
 
 This module imports no JAX: the worker imports only it, numpy and librosa (and visqol).
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import functools
 import math
@@ -139,6 +139,7 @@ class _Worker:
                                             pass_fds=(theirs.fileno(),), start_new_session=True)
         self.connection = Connection(ours.detach())
         interrupts.register(self.process.kill)  # Ctrl-C: do not finish the task alone
+        atexit.register(self.stop)  # nor when the parent ends in the middle of one
 
     @property
     def alive(self) -> bool:
@@ -161,6 +162,7 @@ class _Worker:
 
     def stop(self) -> None:
         interrupts.unregister(self.process.kill)
+        atexit.unregister(self.stop)
         if self.alive:
             self.process.kill()
         self.process.wait()
