@@ -52,7 +52,6 @@ def test_metrics_move_the_right_way():
     if HAS_VISQOL:
         assert 1 < large.visqol_moslqo < small.visqol_moslqo < 4.7
     assert metrics.rms_ratio(tone, 2 * tone) == np.float32(2.0)
-
     # Broadband noise sits far above the 80 dB floor in every band: twice as loud is 6.02 dB
     # in mel L1 and log-spectral distance, and nothing in mel-cepstral distortion (c0 is out).
     noise = 0.1 * rng.standard_normal(CONTRACT.sample_rate).astype(np.float32)
