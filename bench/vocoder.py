@@ -1,7 +1,8 @@
 """The music vocoder against Griffin-Lim on the held-out notes, and both vocoders' speed.
 
   python -m bench.vocoder [--weights=vocoders/music_vocoder.safetensors] \\
-      [--out=bench/results/vocoder_cpu.jsonl] [--f0] [--max-notes=N]
+      [--compare=NAME=PATH ...] [--out=bench/results/vocoder_cpu.jsonl] [--f0] \\
+      [--perceptual] [--max-notes=N] [--only=TEXT] [--figure=PATH]
 
 For every held-out recording of `configs/vocoder.py` (notes the shipped weights never saw:
 pitch classes A, C#/Db, F and the legato phrase; trimmed 60 dB below the peak and capped at 4 s
@@ -13,7 +14,15 @@ of repeats after a warm-up call) to vocode a 4 s note on the present device. Pri
 also written to `--out`; the last line ("kind": "comparison") puts both vocoders' mean ceiling
 and speed side by side, and on how many notes the music vocoder beats Griffin-Lim on the
 auraloss MR-STFT, spectral convergence and mel-cepstral distortion all at once.
-`--max-notes` measures the first N held-out notes only (sorted by path; the line says so).
+`--max-notes` measures the first N held-out notes only (sorted by path; the line says so),
+`--only=TEXT` those whose path contains TEXT.
+`--compare=NAME=PATH` adds another music vocoder's weights (e.g. an earlier version) under
+NAME, measured the same way in the same run. `--perceptual` adds PESQ and CDPAM (the
+`perceptual` extra; CDPAM takes about 10 s per note on a CPU). `--figure=PATH` draws the
+linear-frequency spectrogram of the highest held-out violin note under 1 kHz (of the notes
+measured; of any instrument when none is a violin's, any note when none is under 1 kHz)
+through every vocoder
+(`tnca_jax.plots.stft_panels`).
 
 `--oracles` adds what no log-mel vocoder can beat on these notes, from the recording's own
 STFT under the contract (one "oracle" line per case, mean mrstft over the notes):
@@ -39,7 +48,7 @@ import numpy as np
 from scipy.ndimage import maximum_filter1d, uniform_filter1d
 
 from configs.vocoder import get_config
-from tnca_jax import dsp, metrics
+from tnca_jax import dsp, metrics, plots
 from tnca_jax.dsp import log_mel
 from tnca_jax.inverse import GriffinLim
 from vocoders import music_data, music_train
@@ -47,9 +56,11 @@ from vocoders.music import WEIGHTS_PATH, load
 
 SPEED_SECONDS = 4.0
 SCORED = music_train.SCORED  # f0 (the last) with --f0 only
+PERCEPTUAL = ("pesq_mos", "cdpam_distance")
 # Better than Griffin-Lim on a note means better on all three, no trade of one for another.
 BEATS_ON = ("mrstft_auraloss", "spectral_convergence", "mcd_db")
 PEAK_DB, PEAK_NEIGHBOURHOOD, PEAK_HALF_WIDTH = 6.0, 15, 2
+FIGURE_MAX_MIDI = 83  # B5, 988 Hz
 
 
 def partial_bins(magnitude: np.ndarray) -> np.ndarray:
@@ -61,22 +72,25 @@ def partial_bins(magnitude: np.ndarray) -> np.ndarray:
     return maximum_filter1d(peaks.astype(np.uint8), 2 * PEAK_HALF_WIDTH + 1, axis=0) > 0
 
 
-def ceiling(vocoder, notes: list[tuple[dict, np.ndarray]], f0: bool) -> tuple[list, dict]:
-    """Per note {"note", "seconds", *SCORED}, and per metric of SCORED the mean, median, count
-    and worst (rms_ratio: min and max) over the notes."""
-    rate, names = vocoder.contract.sample_rate, SCORED if f0 else SCORED[:-1]
+def ceiling(vocoder, notes: list[tuple[dict, np.ndarray]], names: tuple[str, ...]
+            ) -> tuple[list, dict]:
+    """Per note {"note", "seconds", *names}, and per metric the mean, median, count and worst
+    (rms_ratio: min and max) over the notes."""
+    rate = vocoder.contract.sample_rate
     per_note = [{"note": labels["name"], "seconds": len(audio) / rate,
                  **{name: getattr(measured.generated, name) for name in names}}
                 for (labels, audio), measured in zip(
-                    notes, music_train.evaluate(vocoder, notes, f0=f0), strict=True)]
+                    notes, music_train.evaluate(vocoder, notes, names=names), strict=True)]
     summary = {}
     for name in names:
         values = np.array([n[name] for n in per_note if n[name] is not None], np.float64)
         if values.size:
+            higher = metrics.METRICS[name].higher_is_better
             summary[name] = {"mean": float(values.mean()), "median": float(np.median(values)),
                              "count": int(values.size),
                              **({"min": float(values.min()), "max": float(values.max())}
-                                if name == "rms_ratio" else {"worst": float(values.max())})}
+                                if name == "rms_ratio" else
+                                {"worst": float(values.min() if higher else values.max())})}
     return per_note, summary
 
 
@@ -131,12 +145,20 @@ def _shown(path: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, default=WEIGHTS_PATH)
+    parser.add_argument("--compare", action="append", default=[], metavar="NAME=PATH",
+                        help="another music vocoder's weights, measured under NAME")
+    parser.add_argument("--perceptual", action="store_true",
+                        help="add PESQ and CDPAM (slow on CPU)")
+    parser.add_argument("--figure", type=Path, default=None,
+                        help="write the spectrogram figure of the highest violin note here")
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).resolve().parent / "results" / "vocoder_cpu.jsonl")
     parser.add_argument("--f0", action="store_true",
                         help="add the pYIN f0 error per note (slow on CPU)")
     parser.add_argument("--max-notes", type=int, default=None,
                         help="measure only the first N held-out notes")
+    parser.add_argument("--only", default=None, metavar="TEXT",
+                        help="measure only the held-out notes whose path contains TEXT")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--oracles", action="store_true",
                         help="add the oracle lines (what no log-mel vocoder can beat)")
@@ -146,15 +168,26 @@ def main() -> None:
     music = load(args.weights)
     contract = music.contract
     vocoders = {"music": music, "griffinlim": GriffinLim(contract)}
+    for entry in args.compare:
+        name, _, path = entry.partition("=")
+        if not path or name in vocoders:
+            parser.error(f"--compare={entry}: give NAME=PATH with a new NAME")
+        vocoders[name] = load(Path(path))
+        if vocoders[name].contract != contract:
+            parser.error(f"--compare={entry}: another contract than {contract.name}")
+    names = (*(SCORED if args.f0 else SCORED[:-1]), *(PERCEPTUAL if args.perceptual else ()))
     _, held_out = music_data.split_files(data.paths, data.held_out)
     total_notes = len(held_out)
-    held_out = sorted(held_out, key=lambda f: str(f.path))[:args.max_notes]
+    held_out = sorted((f for f in held_out if args.only is None or args.only in str(f.path)),
+                      key=lambda f: str(f.path))[:args.max_notes]
+    if not held_out:
+        parser.error(f"--only={args.only}: no held-out note's path contains it")
     notes = music_data.held_out_notes(held_out, contract, trim_db=data.trim_db,
                                       max_seconds=data.eval_max_seconds)
     device = str(jax.devices()[0].device_kind)
     lines = []
     for name, vocoder in vocoders.items():
-        per_note, summary = ceiling(vocoder, notes, args.f0)
+        per_note, summary = ceiling(vocoder, notes, names)
         lines += [{"kind": "note", "vocoder": name, **row} for row in per_note]
         lines.append({"kind": "summary", "vocoder": name, "notes": len(notes),
                       "held_out_notes": total_notes, **summary})
@@ -175,14 +208,29 @@ def main() -> None:
               if line["kind"] == "speed"}
     rows = {name: {line["note"]: line for line in lines
                    if line["kind"] == "note" and line["vocoder"] == name} for name in vocoders}
-    beats = [note for note, row in rows["music"].items()
-             if all(row[key] < rows["griffinlim"][note][key] for key in BEATS_ON)]
+    learned = [name for name in vocoders if name != "griffinlim"]
+    beats = {name: sum(all(row[key] < rows["griffinlim"][note][key] for key in BEATS_ON)
+                       for note, row in rows[name].items()) for name in learned}
     lines.append({"kind": "comparison", "notes": len(notes), "held_out_notes": total_notes,
                   "device": device, "weights": _shown(args.weights),
-                  "music_beats_griffinlim_on": list(BEATS_ON),
-                  "music_beats_griffinlim_notes": len(beats), **{
-                      name: {**{key: summaries[name][key]["mean"] for key in SCORED[:-1]},
+                  "compared": {name: _shown(Path(entry.partition("=")[2]))
+                               for name, entry in zip(learned[1:], args.compare, strict=True)},
+                  "beats_griffinlim_on": list(BEATS_ON),
+                  "beats_griffinlim_notes": beats, **{
+                      name: {**{key: summaries[name][key]["mean"] for key in names
+                                if key in summaries[name]},
                              "x_real_time_4s": speeds[name]} for name in vocoders}})
+    if args.figure:
+        # Partials above 2 kHz to look at: at least four below 6 kHz (f0 under 1 kHz).
+        pitched = [note for note in notes if note[0]["midi"] is not None
+                   and note[0]["midi"] <= FIGURE_MAX_MIDI] or notes
+        violin = [note for note in pitched if note[0]["instrument"] == "violin"]
+        labels, audio = max(violin or pitched, key=lambda note: note[0]["midi"] or 0)
+        features = log_mel(audio, contract)[None]
+        plots.stft_panels(args.figure, audio, {
+            name: np.asarray(vocoder(features, contract=contract))[0]
+            for name, vocoder in vocoders.items()}, contract)
+        lines.append({"kind": "figure", "path": _shown(args.figure), "note": labels["name"]})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w") as out:
         for line in lines:

@@ -52,6 +52,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.kernel_size = 7
     config.model.phase = "recurrent"
     config.model.envelope_skip = True  # log-magnitude = the log-mel's envelope + a correction
+    # Told f0 (estimated from the log-mel unless the caller gives it), the network shapes a
+    # harmonic source's comb and takes its phase (vocoders.music).
+    config.model.harmonic = True
     # Mel-consistent Griffin-Lim iterations from the network's STFT when vocoding (not in
     # training): measured on the held-out notes (README), they lower mrstft and mel L1.
     config.model.refine_iterations = 32
@@ -76,6 +79,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.phase_weight = 0.0  # group delay + instantaneous frequency (APNet)
     config.train.phase_ip_weight = 0.0  # instantaneous (absolute) phase (APNet)
     config.train.phase_weighting = "magnitude"  # or "uniform" (APNet's)
+    # Adversarial training (vocoders.discriminators): the least-squares GAN loss and feature
+    # matching of period and resolution discriminators; 0 trains on the regression losses only.
+    config.train.adversarial_weight = 0.0
+    config.train.feature_matching_weight = 0.0
     # Augmentation: a random pitch shift (resampling) and gain per segment, Gaussian noise
     # (natural log units) on the input log-mel.
     config.train.pitch_shift_semitones = 2.0

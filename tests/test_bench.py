@@ -80,18 +80,26 @@ def test_playable_measures_held_out_notes_beside_the_real_instrument_floor(
         "instrument_violin_notes"] == 1 and "two_strings_notes" not in summary
 
 
-def test_vocoder_bench_puts_both_vocoders_side_by_side(tmp_path):
-    out = tmp_path / "vocoder.jsonl"
-    rows = run_bench("vocoder", "--max-notes=2", "--repeats=1", f"--out={out}")
+def test_vocoder_bench_puts_every_vocoder_side_by_side(tmp_path):
+    out, figure = tmp_path / "vocoder.jsonl", tmp_path / "partials.png"
+    shipped = "vocoders/music_vocoder.safetensors"
+    rows = run_bench("vocoder", "--max-notes=2", "--repeats=1", f"--out={out}",
+                     f"--compare=again={shipped}", f"--figure={figure}")
     assert [json.loads(line) for line in out.read_text().splitlines()] == rows
     notes = {(row["vocoder"], row["note"]): row for row in rows if row["kind"] == "note"}
-    assert {vocoder for vocoder, _ in notes} == {"music", "griffinlim"} and len(notes) == 4
+    assert {vocoder for vocoder, _ in notes} == {"music", "griffinlim", "again"}
+    assert len(notes) == 6
     [comparison] = [row for row in rows if row["kind"] == "comparison"]
-    # The count of notes where the music vocoder wins on all three measures, from the notes.
-    wins = sum(all(notes["music", note][key] < notes["griffinlim", note][key]
-                   for key in comparison["music_beats_griffinlim_on"])
-               for vocoder, note in notes if vocoder == "music")
-    assert comparison["music_beats_griffinlim_notes"] == wins
+    # The count of notes where each learned vocoder wins on all three measures, from the notes.
+    for name in ("music", "again"):
+        wins = sum(all(notes[name, note][key] < notes["griffinlim", note][key]
+                       for key in comparison["beats_griffinlim_on"])
+                   for vocoder, note in notes if vocoder == name)
+        assert comparison["beats_griffinlim_notes"][name] == wins
+    # The same weights measured twice under two names give the same figures.
+    assert comparison["music"]["mrstft_auraloss"] == comparison["again"]["mrstft_auraloss"]
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [row["path"] for row in rows if row["kind"] == "figure"] == [str(figure)]
     for vocoder in ("music", "griffinlim"):
         assert comparison[vocoder]["mrstft_auraloss"] == pytest.approx(
             sum(notes[vocoder, n]["mrstft_auraloss"] for v, n in notes if v == vocoder) / 2)

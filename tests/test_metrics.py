@@ -12,6 +12,8 @@ from tnca_jax.audio import load_audio
 
 CONTRACT = C.get_contract(C.DEFAULT_CONTRACT)
 HAS_VISQOL = importlib.util.find_spec("visqol") is not None
+HAS_PESQ = importlib.util.find_spec("pesq") is not None
+HAS_CDPAM = importlib.util.find_spec("cdpam") is not None
 
 
 def _tone(f0: float, seconds: float = 1.2) -> np.ndarray:
@@ -32,6 +34,15 @@ def test_identical_audio_scores_ideal():
     assert scores.f0_error_cents == 0 and scores.voiced_agreement == 1
     if HAS_VISQOL:
         assert scores.visqol_moslqo == pytest.approx(4.73, abs=0.02)
+    # The perceptual extra (PESQ, CDPAM): measured where installed, else missing with a note.
+    if HAS_PESQ:
+        assert scores.pesq_mos == pytest.approx(4.64, abs=0.01)
+    else:
+        assert scores.pesq_mos is None and "not installed" in scores.notes["pesq_mos"]
+    if HAS_CDPAM:
+        assert scores.cdpam_distance == pytest.approx(0.0, abs=1e-4)
+    else:
+        assert scores.cdpam_distance is None and "not installed" in scores.notes["cdpam_distance"]
     assert set(scores.to_dict()) == {*metrics.METRICS, "notes"}
 
 
@@ -51,6 +62,10 @@ def test_metrics_move_the_right_way():
     assert large.centroid_error_hz > 500  # white noise brightens the tone
     if HAS_VISQOL:
         assert 1 < large.visqol_moslqo < small.visqol_moslqo < 4.7
+    if HAS_PESQ:
+        assert 1 < large.pesq_mos < small.pesq_mos < 4.64
+    if HAS_CDPAM:
+        assert 0 < small.cdpam_distance < large.cdpam_distance
     assert metrics.rms_ratio(tone, 2 * tone) == np.float32(2.0)
     # Broadband noise sits far above the 80 dB floor in every band: twice as loud is 6.02 dB
     # in mel L1 and log-spectral distance, and nothing in mel-cepstral distortion (c0 is out).
@@ -97,7 +112,7 @@ def test_missing_values_say_why():
     assert ("smaller than minimum patch" if HAS_VISQOL else "not installed") in (
         visqol.notes["visqol_moslqo"])
     with pytest.raises(ValueError, match="unknown metric"):
-        metrics.compare(short, short, CONTRACT, only={"pesq"})
+        metrics.compare(short, short, CONTRACT, only={"pesq_nb"})
 
 
 def test_badness_orders_every_metric_towards_its_ideal():

@@ -36,11 +36,12 @@ from vocoders import music_train as vt
 # VIOLIN (the shipped violin A5) is held out: the shipped weights never saw it.
 TRAINING_NOTE = ROOT / "data" / "iowa_mis" / "violin" / "Violin.arco.ff.sulA.B4.stereo.flac"
 CONTRACT = get_contract("griffinlim_22khz_128band")
-# The shipped weights (32 refinement iterations) on the shipped violin A5 (a note they never
-# saw), trimmed as a target: mrstft measured 0.985, rms ratio 1.000, mel L1 0.27 dB;
-# Griffin-Lim (64 iterations) from the same log-mel measures 1.266. The bound sits between the
-# two, with a margin for float differences across machines.
-SHIPPED_MRSTFT_BOUND = 1.08
+# The shipped weights (version 2, harmonic; 32 refinement iterations) on the shipped violin A5
+# (a note they never saw), trimmed as a target: mrstft measured 0.747, rms ratio 1.000, mel L1
+# 0.17 dB; version 1 measured 0.985 and Griffin-Lim (64 iterations) from the same log-mel
+# 1.266. The bound sits between version 2 and version 1, with a margin for float differences
+# across machines.
+SHIPPED_MRSTFT_BOUND = 0.85
 
 
 def tiny_config(iterations: int = 30):
@@ -71,8 +72,8 @@ def tiny_model(phase: str = "recurrent", seed: int = 0) -> nv.MusicVocoder:
 
 def test_tiny_vocoder_trains_and_its_loss_falls(training_corpus, monkeypatch):
     settings = vt.read_vocoder(tiny_config())
-    model = vt.new_vocoder(settings)
-    graphdefs, state = split_state(model, nnx.Optimizer(model, vt.make_optimizer(
+    trainee = vt.new_trainee(settings)
+    graphdefs, state = split_state(trainee, nnx.Optimizer(trainee, vt.make_optimizer(
         settings.train), wrt=nnx.Param))
     # chex raises if the step is traced twice: the iteration count is traced, never compiled.
     monkeypatch.setattr(vt, "jit_train_step", lambda step, mesh, **kw: (
@@ -96,7 +97,7 @@ def _train(iterations, workdir, training_corpus, stop_at=None):
     program = vt.plan(settings, training_corpus, [])
     graphdefs, state = train(program, Workdir(workdir), settings.train, progress=False,
                              stop_at=stop_at)
-    return merge_state(graphdefs, state)[0]
+    return merge_state(graphdefs, state)[0].vocoder
 
 
 def test_rerun_resumes_from_the_checkpoint(tmp_path, training_corpus):
@@ -173,7 +174,7 @@ def test_shipped_weights_vocode_the_shipped_note():
     assert rendered.shape == audio.shape
     assert metrics.mrstft(audio, rendered, CONTRACT.sample_rate) < SHIPPED_MRSTFT_BOUND
     assert 0.97 < metrics.rms_ratio(audio, rendered) < 1.03
-    assert metrics.mel_l1_db(audio, rendered, CONTRACT) < 0.6
+    assert metrics.mel_l1_db(audio, rendered, CONTRACT) < 0.4
 
 
 def test_refinement_makes_the_audios_log_mel_the_input_and_round_trips(tmp_path):

@@ -35,8 +35,14 @@ report's table and `badness` read it). In brief:
 - visqol_moslqo: ViSQOL v3 in audio mode (visqol-python's bundled model) on both signals
   resampled to 48 kHz: MOS-LQO from 1 to about 4.73 (identical audio). None, with the reason in
   `notes`, when visqol-python is not installed or the audio is shorter than about 1 s.
+- pesq_mos: wide-band PESQ (ITU-T P.862.2, the `pesq` package) at 16 kHz, MOS-LQO 1.04 to 4.64.
+  A speech metric, reported because the published vocoders report it.
+- cdpam_distance: CDPAM (Manocha et al. 2021, the `cdpam` package's shipped weights), a learned
+  perceptual distance at 22.05 kHz; 0 for identical audio, lower is better. Slow on a CPU (about
+  10 s per pair of 2 s notes), for evaluation only.
+  Both are None, with the reason in `notes`, unless `pip install 'tnca_jax[perceptual]'`.
 
-The last three (`OPTIONAL`) run in a worker process (`tnca_jax.optional_metrics`): if their
+The last five (`OPTIONAL`) run in a worker process (`tnca_jax.optional_metrics`): if their
 native code crashes or hangs, they are missing (None, with the reason in `notes`) and the rest
 of the run goes on.
 """
@@ -59,7 +65,8 @@ MCD_COEFFICIENTS = 13  # c_1..c_13
 SNR_MAX_DB = 200.0
 SNR_VOCODER_PHASE = ("not meaningful here: the TNCA grows a log-mel, the phase comes "
                      "from the vocoder")
-OPTIONAL = frozenset({"f0_error_cents", "voiced_agreement", "visqol_moslqo"})
+OPTIONAL = frozenset({"f0_error_cents", "voiced_agreement", "visqol_moslqo", "pesq_mos",
+                      "cdpam_distance"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +105,10 @@ METRICS: dict[str, MetricInfo] = {
                                    "whether the note sounds (is voiced)"),
     "visqol_moslqo": MetricInfo("MOS", 4.73, True, "ViSQOL audio-mode perceptual quality, "
                                 "1 (bad) to 4.73 (identical)"),
+    "pesq_mos": MetricInfo("MOS", 4.64, True, "wide-band PESQ at 16 kHz (a speech metric), "
+                           "1.04 (bad) to 4.64"),
+    "cdpam_distance": MetricInfo("", 0.0, False, "CDPAM learned perceptual distance "
+                                 "(0: identical)"),
 }
 
 
@@ -262,6 +273,8 @@ class AudioMetrics:
     f0_error_cents: float | None = None
     voiced_agreement: float | None = None
     visqol_moslqo: float | None = None
+    pesq_mos: float | None = None
+    cdpam_distance: float | None = None
     notes: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:

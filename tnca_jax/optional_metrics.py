@@ -1,5 +1,5 @@
-"""The optional metrics (pYIN f0 via librosa/numba, ViSQOL), run where a crash cannot take the
-run down.
+"""The optional metrics (pYIN f0 via librosa/numba, ViSQOL, PESQ, CDPAM), run where a crash
+cannot take the run down.
 
 Native code in them has crashed a run outright (a segmentation fault inside librosa's pYIN, in
 a numba gufunc, on a GPU machine: exit 139, no metrics.json, no report, on every rerun). So
@@ -9,7 +9,8 @@ compiles pYIN once. `measure` sends it a batch of tasks and collects the results
 a task whose worker dies (any signal, any exception that kills it) or outlasts `TIMEOUT_S`
 becomes a missing value with a note, and the next task gets a fresh worker.
 
-This module imports no JAX: the worker imports only it, numpy and librosa (and visqol).
+This module imports no JAX: the worker imports only it, numpy and librosa (and visqol, pesq,
+cdpam with torch, each only when asked for).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from tnca_jax import interrupts
 
 F0_FMIN_HZ, F0_FMAX_HZ = 65.41, 2093.0  # C2..C7
 VISQOL_RATE = 48000
+PESQ_RATE = 16000  # wide-band PESQ
+CDPAM_RATE = 22050  # the rate CDPAM was trained at
+PERCEPTUAL_EXTRA = "pip install 'tnca_jax[perceptual]'"
 TIMEOUT_S = 600.0  # per task: a hung metric is given up, not waited for forever
 
 
@@ -88,6 +92,66 @@ def visqol_moslqo(reference: np.ndarray, generated: np.ndarray, sample_rate: int
     if not math.isfinite(score):
         return None, "ViSQOL returned no score (is the generated audio silent?)"
     return score, None
+
+
+def pesq_mos(reference: np.ndarray, generated: np.ndarray, sample_rate: int
+             ) -> tuple[float | None, str | None]:
+    """(wide-band PESQ MOS-LQO at 16 kHz, 1.04 to 4.64, None) or (None, why it is missing).
+    A speech metric: on instrument notes it ranks vocoders, it is no absolute quality."""
+    import librosa
+
+    try:
+        from pesq import PesqError, pesq
+    except ImportError:
+        return None, f"pesq is not installed ({PERCEPTUAL_EXTRA}); PESQ left out"
+    reference, generated = (librosa.resample(x, orig_sr=sample_rate, target_sr=PESQ_RATE)
+                            for x in (reference, generated))
+    try:
+        return float(pesq(PESQ_RATE, reference, generated, "wb")), None
+    except PesqError as err:  # e.g. no utterance found in a quiet reference
+        return None, f"PESQ cannot score this audio: {type(err).__name__}"
+
+
+@functools.lru_cache(maxsize=1)
+def _cdpam_model():
+    import os
+
+    # cdpam 0.0.6 pickles its checkpoint, which torch >= 2.6 refuses to load by default.
+    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    import warnings
+
+    import cdpam
+
+    with warnings.catch_warnings():  # torch's note that it loads the pickle as asked
+        warnings.simplefilter("ignore", UserWarning)
+        return cdpam.CDPAM(dev="cpu")
+
+
+def cdpam_distance(reference: np.ndarray, generated: np.ndarray, sample_rate: int
+                   ) -> tuple[float | None, str | None]:
+    """(CDPAM distance, 0 for identical audio, lower is better, None) or (None, why it is
+    missing): the learned perceptual distance of Manocha et al. 2021 at 22.05 kHz, on CPU."""
+    import librosa
+
+    try:
+        model = _cdpam_model()
+    except ImportError as err:
+        return None, f"cdpam is not installed ({err}; {PERCEPTUAL_EXTRA}); CDPAM left out"
+    import torch
+
+    pair = [np.round(librosa.resample(x, orig_sr=sample_rate, target_sr=CDPAM_RATE)
+                     * 32768.0)[None].astype(np.float32) for x in (reference, generated)]
+    with torch.no_grad():
+        distance = model.forward(*pair)
+    return float(np.asarray(distance).reshape(-1)[0]), None
+
+
+# The metrics that score a pair of signals: name -> (function, its name in messages).
+PAIR_METRICS: dict[str, tuple[Callable, str]] = {
+    "visqol_moslqo": (visqol_moslqo, "ViSQOL"),
+    "pesq_mos": (pesq_mos, "PESQ"),
+    "cdpam_distance": (cdpam_distance, "CDPAM"),
+}
 
 
 # ------------------------------------------------------------------------ the worker
@@ -205,12 +269,13 @@ def run_tasks(tasks: Sequence[Task], *, timeout: float = TIMEOUT_S) -> list[Any]
 # ------------------------------------------------------------------------ the metrics
 def measure(reference: np.ndarray, generated: Sequence[np.ndarray], sample_rate: int,
             names: set[str]) -> list[tuple[dict, dict]]:
-    """The optional metrics in `names` (f0_error_cents, voiced_agreement, visqol_moslqo) of
-    each generated signal against `reference` (the longer of each pair cut to the shorter):
-    per signal, (values, notes), a value None with a note where it is missing. The two pYIN
-    metrics come together; pYIN runs once per signal (for the reference, once per length)."""
+    """The optional metrics in `names` (f0_error_cents, voiced_agreement and the
+    `PAIR_METRICS`) of each generated signal against `reference` (the longer of each pair cut
+    to the shorter): per signal, (values, notes), a value None with a note where it is missing.
+    The two pYIN metrics come together; pYIN runs once per signal (for the reference, once per
+    length)."""
     f0 = bool(names & {"f0_error_cents", "voiced_agreement"})
-    visqol = "visqol_moslqo" in names
+    scored = [name for name in PAIR_METRICS if name in names]
     pairs = [(reference[: min(len(reference), len(x))], x[: min(len(reference), len(x))])
              for x in generated]
     lengths = sorted({len(ref) for ref, _ in pairs})
@@ -218,12 +283,14 @@ def measure(reference: np.ndarray, generated: Sequence[np.ndarray], sample_rate:
     if f0:
         tasks += [Task(pyin_f0, (reference[:n], sample_rate)) for n in lengths]
         tasks += [Task(pyin_f0, (gen, sample_rate)) for _, gen in pairs]
-    if visqol:
-        tasks += [Task(visqol_moslqo, (ref, gen, sample_rate)) for ref, gen in pairs]
+    for name in scored:
+        tasks += [Task(PAIR_METRICS[name][0], (ref, gen, sample_rate)) for ref, gen in pairs]
     results = run_tasks(tasks)
     ref_f0 = dict(zip(lengths, results[: len(lengths)], strict=True)) if f0 else {}
     gen_f0 = results[len(lengths): len(lengths) + len(pairs)] if f0 else []
-    scores = results[len(tasks) - len(pairs):] if visqol else []
+    first = len(lengths) + len(pairs) if f0 else 0
+    scores = {name: results[first + i * len(pairs): first + (i + 1) * len(pairs)]
+              for i, name in enumerate(scored)}
     out = []
     for i, (ref, _) in enumerate(pairs):
         values: dict = {}
@@ -240,13 +307,14 @@ def measure(reference: np.ndarray, generated: Sequence[np.ndarray], sample_rate:
                     ref_f0[len(ref)], gen_f0[i])
                 if values["f0_error_cents"] is None:
                     notes["f0_error_cents"] = "no frame is voiced in both signals"
-        if visqol:
-            if isinstance(scores[i], Missing):
-                values["visqol_moslqo"] = None
-                notes["visqol_moslqo"] = f"left out: ViSQOL failed ({scores[i].why})"
+        for name in scored:
+            result = scores[name][i]
+            if isinstance(result, Missing):
+                values[name] = None
+                notes[name] = f"left out: {PAIR_METRICS[name][1]} failed ({result.why})"
             else:
-                values["visqol_moslqo"], why = scores[i]
+                values[name], why = result
                 if why:
-                    notes["visqol_moslqo"] = why
+                    notes[name] = why
         out.append((values, notes))
     return out

@@ -159,6 +159,51 @@ def log_mel_panels(path: str | os.PathLike, target_audio: np.ndarray,
     plt.close(fig)
 
 
+def stft_panels(path: str | os.PathLike, target_audio: np.ndarray, rows: dict[str, np.ndarray],
+                contract: SpectralContract, *, max_hz: float = 6000.0,
+                split_hz: float = 2000.0) -> None:
+    """Linear-frequency STFT magnitudes (dB, 0 to `max_hz`) of the recording and each named
+    audio in `rows`, side by side, with below each the spectrum of the middle frame against
+    the recording's: whether the partials above `split_hz` come out as lines or as blobs."""
+    plt = _pyplot()
+    panels = {"recording": target_audio, **rows}
+    fig, axes = plt.subplots(2, len(panels), figsize=(3.2 * len(panels), 6.0),
+                             constrained_layout=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 2]})
+    bins_hz = np.fft.rfftfreq(contract.n_fft, 1 / contract.sample_rate)
+    shown = bins_hz <= max_hz
+
+    def db(audio: np.ndarray) -> np.ndarray:
+        spectrum = np.abs(np.fft.rfft(np.asarray(frame(audio, contract)) * contract.window))
+        return 20 * np.log10(spectrum.T[shown] + 1e-9)
+
+    target_db = db(target_audio)
+    vmax = float(target_db.max())
+    middle = target_db.shape[1] // 2
+    for column, (name, audio) in enumerate(panels.items()):
+        spec = db(audio)
+        seconds = spec.shape[1] * contract.hop_length / contract.sample_rate
+        axis = axes[0, column]
+        image = axis.imshow(spec, origin="lower", aspect="auto", vmin=vmax - metrics.TOP_DB,
+                            vmax=vmax, cmap="magma", extent=(0, seconds, 0, max_hz))
+        axis.axhline(split_hz, color="white", lw=0.6, ls="--")
+        axis.set(title=name, xlabel="s")
+        slice_axis = axes[1, column]
+        high = bins_hz[shown] >= split_hz
+        slice_axis.plot(bins_hz[shown][high], target_db[high, middle], color="0.6", lw=0.8,
+                        label="recording")
+        if audio is not target_audio:
+            slice_axis.plot(bins_hz[shown][high], spec[high, middle], color="C3", lw=0.8,
+                            label=name)
+        slice_axis.set(xlabel="Hz (middle frame)", ylim=(vmax - metrics.TOP_DB, vmax + 3))
+        slice_axis.legend(fontsize=7, loc="upper right")
+    axes[0, 0].set(ylabel="Hz")
+    axes[1, 0].set(ylabel="dB")
+    fig.colorbar(image, ax=axes[0, -1], label="dB")
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)
+
+
 def morph_curve(path: str | os.PathLike | BinaryIO, curve: dict) -> None:
     """A blend's spectral centroid (Hz) and harmonic-to-noise ratio (dB) against the weight of
     its second instrument (`tnca_jax.timbre.morph_curve`)."""

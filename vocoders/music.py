@@ -21,6 +21,14 @@ scan:
 keep -> 1 continues an oscillator at the predicted frequency (a phase vocoder); keep -> 0 takes
 the fresh, frame-local phase (onsets, noise; what Vocos does everywhere).
 
+Harmonic ("harmonic", the default of the configs since v2): the network is told each frame's
+f0 (the caller's, or `vocoders.harmonic.estimate_f0` of the log-mel itself) as two input
+channels, and gets the STFT of a harmonic source at that f0 (`vocoders.harmonic`): per bin it
+predicts how deep the source's comb cuts into the log-mel's envelope (the comb's energy per
+mel band normalised away, so the envelope keeps the level) and how much of the source's phase
+to take, which is consistent across the bins of a partial and across frames. Unvoiced frames
+have neither.
+
 Weights are one safetensors file carrying the contract and architecture as metadata
 (`save_weights`, `load_weights`: a file with a non-finite value is refused). `MusicVocoder` is
 the network and the vocoder the app uses (`tnca_jax.inverse.Vocoder`: its `__call__` checks
@@ -46,11 +54,13 @@ from tnca_jax import dsp, weights
 from tnca_jax.contract import MelContract, SpectralContract
 from tnca_jax.errors import VocoderError
 from tnca_jax.inverse import check_input
+from vocoders.harmonic import estimate_f0, harmonic_source, sample_bins
 
 WEIGHTS_PATH = Path(__file__).resolve().parent / "music_vocoder.safetensors"
 WEIGHTS_FORMAT = "tnca_jax.music_vocoder"
 WEIGHTS_VERSION = "1"
 PHASOR_EPS = 1e-12  # Under |z|^2 when the recurrent phase is normalised to a unit phasor.
+COMB_FLOOR = -60.0 * math.log(10) / 20  # the harmonic comb's valleys, 60 dB below its peak
 
 
 # A weights file that is unreadable, corrupt or not a music vocoder's (a missing one raises
@@ -72,6 +82,7 @@ class Architecture:
       envelope_skip: the head predicts the log-magnitude as a correction to the log-mel's own
         envelope spread over the STFT bins (`mel_envelope`), so level and spectral envelope
         follow the input by construction and the network learns the fine structure.
+      harmonic: the network is told f0 and shapes a harmonic source (module docstring).
       refine_iterations: after the network, this many iterations of mel-consistent fast
         Griffin-Lim started from its STFT (`tnca_jax.dsp.fast_griffin_lim` with the network's
         phase): the phase is made consistent across overlapping frames and the magnitude
@@ -85,6 +96,7 @@ class Architecture:
     kernel_size: int = 7
     phase: Literal["recurrent", "direct"] = "recurrent"
     envelope_skip: bool = True
+    harmonic: bool = False
     refine_iterations: int = 0
 
     def __post_init__(self) -> None:
@@ -98,7 +110,12 @@ class Architecture:
     @property
     def head_outputs(self) -> int:
         """Values predicted per STFT bin and frame."""
-        return 4 if self.phase == "recurrent" else 2
+        return (4 if self.phase == "recurrent" else 2) + (2 if self.harmonic else 0)
+
+    @property
+    def input_channels(self) -> int:
+        """Channels per frame beside the log-mel's bands: log2(f0 / 440) and voicing."""
+        return 2 if self.harmonic else 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -154,8 +171,8 @@ class MusicVocoder(nnx.Module):
         self.contract = contract
         self.architecture = architecture
         arch = architecture
-        self.embed = nnx.Conv(contract.n_mels, arch.dim, (arch.kernel_size,), padding="SAME",
-                              rngs=rngs)
+        self.embed = nnx.Conv(contract.n_mels + arch.input_channels, arch.dim,
+                              (arch.kernel_size,), padding="SAME", rngs=rngs)
         self.embed_norm = nnx.LayerNorm(arch.dim, epsilon=1e-6, rngs=rngs)
         self.blocks = nnx.List([
             ConvNeXtBlock(arch.dim, arch.intermediate, arch.kernel_size, 1.0 / arch.layers,
@@ -167,38 +184,75 @@ class MusicVocoder(nnx.Module):
     def bins(self) -> int:
         return self.contract.n_fft // 2 + 1
 
-    def features(self, log_mel: jax.Array) -> jax.Array:
-        """[batch, n_mels, frames] -> [batch, frames, dim]; silence (the log floor) maps to 0,
-        as the convolutions' zero padding beyond the ends does."""
+    def pitch(self, log_mel: jax.Array, f0: jax.Array | None = None
+              ) -> tuple[jax.Array, jax.Array]:
+        """(f0 [batch, frames] in Hz, voiced [batch, frames]): `f0` as given (0 or less:
+        unvoiced), else estimated from the log-mel (`vocoders.harmonic.estimate_f0`)."""
+        if f0 is not None:
+            f0 = jnp.broadcast_to(jnp.asarray(f0, jnp.float32), log_mel.shape[:-2]
+                                  + log_mel.shape[-1:])
+            return jnp.maximum(f0, 0.0), f0 > 0
+        f0, voiced = estimate_f0(jax.lax.stop_gradient(mel_envelope(log_mel, self.contract)),
+                                 self.contract)
+        return f0, voiced
+
+    def features(self, log_mel: jax.Array, pitch: tuple[jax.Array, jax.Array] | None = None
+                 ) -> jax.Array:
+        """[batch, n_mels, frames] (and, for a harmonic network, `pitch`) ->
+        [batch, frames, dim]; silence (the log floor) maps to 0, as the convolutions' zero
+        padding beyond the ends does."""
         x = (jnp.swapaxes(log_mel, -1, -2) - self.contract.log_min) * 0.1
+        if self.architecture.harmonic:
+            f0, voiced = pitch
+            voicing = voiced.astype(x.dtype)
+            octave = voicing * jnp.log2(jnp.maximum(f0, 1.0) / 440.0)
+            x = jnp.concatenate([x, octave[..., None], voicing[..., None]], axis=-1)
         x = self.embed_norm(self.embed(x))
         for block in self.blocks:
             x = block(x)
         return self.final_norm(x)
 
-    def components(self, log_mel: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """The predicted STFT as (log-magnitude, unit phasor), each [batch, bins, frames]."""
-        out = self.head(self.features(log_mel))  # [B, T, P * bins]
-        out = out.reshape((*out.shape[:-1], self.architecture.head_outputs, self.bins))
+    def components(self, log_mel: jax.Array, f0: jax.Array | None = None
+                   ) -> tuple[jax.Array, jax.Array]:
+        """The predicted STFT as (log-magnitude, unit phasor), each [batch, bins, frames];
+        `f0` [batch, frames] (Hz; 0: unvoiced) for a harmonic network, else estimated."""
+        arch = self.architecture
+        pitch = self.pitch(log_mel, f0) if arch.harmonic else None
+        out = self.head(self.features(log_mel, pitch))  # [B, T, P * bins]
+        out = out.reshape((*out.shape[:-1], arch.head_outputs, self.bins))
         out = jnp.moveaxis(out, -3, -1)  # [B, P, bins, T]
         log_magnitude = out[:, 0]
-        if self.architecture.envelope_skip:
+        if arch.envelope_skip:
             log_magnitude = log_magnitude + mel_envelope(log_mel, self.contract)
+        if arch.harmonic:
+            comb, source_phasor = harmonic_comb(*pitch, self.contract)
+            depth = jax.nn.softplus(out[:, -2] - 1.0)  # 0.31 at the start
+            log_magnitude = log_magnitude + shaped_comb(depth * comb, pitch[0], self.contract)
         log_magnitude = jnp.minimum(log_magnitude, math.log(self.contract.window.sum()))
-        if self.architecture.phase == "direct":
-            return log_magnitude, jnp.exp(1j * out[:, 1])
-        return log_magnitude, recurrent_phasor(out[:, 1], out[:, 2], out[:, 3], self.contract)
+        if arch.phase == "direct":
+            phasor = jnp.exp(1j * out[:, 1])
+        else:
+            phasor = recurrent_phasor(out[:, 1], out[:, 2], out[:, 3], self.contract)
+        if arch.harmonic:
+            take = jax.nn.sigmoid(out[:, -1]) * pitch[1][:, None, :]
+            mixed = (1.0 - take) * phasor + take * source_phasor
+            phasor = mixed * jax.lax.rsqrt(jnp.abs(mixed) ** 2 + PHASOR_EPS)
+        return log_magnitude, phasor
 
-    def spectrum(self, log_mel: jax.Array) -> jax.Array:
+    def spectrum(self, log_mel: jax.Array, f0: jax.Array | None = None) -> jax.Array:
         """Complex STFT [batch, bins, frames] under the contract's framing."""
-        log_magnitude, phasor = self.components(log_mel)
+        log_magnitude, phasor = self.components(log_mel, f0)
         return jnp.exp(log_magnitude) * phasor
 
-    def __call__(self, log_mel: jax.Array, *, contract: SpectralContract | None = None
-                 ) -> jax.Array:
+    def __call__(self, log_mel: jax.Array, *, contract: SpectralContract | None = None,
+                 f0: jax.Array | None = None) -> jax.Array:
         """Checked log-mels [batch, n_mels, frames] (under `contract`, if declared) ->
-        audio [batch, frames * hop], refined (see `Architecture`), jitted."""
-        return _render(self, check_input(log_mel, self.contract, contract))
+        audio [batch, frames * hop], refined (see `Architecture`), jitted. `f0` [batch,
+        frames] in Hz (0: unvoiced; a harmonic network only): the note's pitch where the
+        caller knows it; None estimates it from the log-mel."""
+        if f0 is not None and not self.architecture.harmonic:
+            raise VocoderError("this music vocoder is not harmonic: it takes no f0")
+        return _render(self, check_input(log_mel, self.contract, contract), f0)
 
     def differentiable(self, log_mel: jax.Array) -> jax.Array:
         """The network's audio of [batch, n_mels, frames] log-mels under this contract,
@@ -206,12 +260,12 @@ class MusicVocoder(nnx.Module):
         `tnca_jax.losses.audio_loss`; the weights are constants there, not trained)."""
         return overlap_add(self.spectrum(log_mel), self.contract)
 
-    def render(self, log_mel: jax.Array) -> jax.Array:
+    def render(self, log_mel: jax.Array, f0: jax.Array | None = None) -> jax.Array:
         """[batch, n_mels, frames] -> [batch, frames * hop] (refined, see `Architecture`),
         traceable."""
         if not self.architecture.refine_iterations:
-            return overlap_add(self.spectrum(log_mel), self.contract)
-        log_magnitude, phasor = self.components(log_mel)
+            return overlap_add(self.spectrum(log_mel, f0), self.contract)
+        log_magnitude, phasor = self.components(log_mel, f0)
         return dsp.fast_griffin_lim(jnp.exp(log_magnitude), self.contract, None,
                                     iterations=self.architecture.refine_iterations,
                                     mel=self.contract.from_log(log_mel), phasor=phasor)
@@ -235,6 +289,37 @@ def mel_envelope(log_mel: jax.Array, contract: MelContract) -> jax.Array:
     share, log_filter_sum = _envelope_weights(contract)
     per_band = (log_mel - jnp.asarray(log_filter_sum)[:, None]) / contract.magnitude_power
     return jnp.einsum("km,...mt->...kt", jnp.asarray(share), per_band)
+
+
+def harmonic_comb(f0: jax.Array, voiced: jax.Array, contract: MelContract
+                  ) -> tuple[jax.Array, jax.Array]:
+    """The STFT of the harmonic source at `f0` [..., frames] (`vocoders.harmonic`) as
+    (log-magnitude relative to each frame's peak, floored at COMB_FLOOR and 0 in unvoiced
+    frames; unit phasor), each [..., bins, frames]. No gradient flows into f0."""
+    source = dsp.stft(harmonic_source(jax.lax.stop_gradient(f0), voiced, contract), contract)
+    magnitude = jnp.abs(source)
+    level = jnp.log(jnp.max(magnitude, axis=-2, keepdims=True) + 1e-12)
+    comb = jnp.maximum(jnp.log(magnitude + 1e-12) - level, COMB_FLOOR)
+    comb = jnp.where(voiced[..., None, :], comb, 0.0)
+    return comb, source * jax.lax.rsqrt(magnitude**2 + PHASOR_EPS)
+
+
+def shaped_comb(depth_comb: jax.Array, f0: jax.Array, contract: MelContract) -> jax.Array:
+    """A log-magnitude comb [..., bins, frames] (already scaled by its depth) less its mean
+    energy over one harmonic spacing around each bin (`f0` [..., frames]): adding it to a
+    log-magnitude moves each stretch's energy onto its partial and keeps the total, so the
+    log-mel's envelope stays the level wherever a mel band spans a harmonic or more."""
+    power = jnp.exp(2.0 * depth_comb)
+    bins = power.shape[-2]
+    total = jnp.concatenate([jnp.zeros_like(power[..., :1, :]), jnp.cumsum(power, axis=-2)],
+                            axis=-2)  # [..., bins + 1, frames]: total[k] = sum of bins < k
+    half = 0.5 * f0 / (contract.sample_rate / contract.n_fft)
+    half = jnp.maximum(half, 0.5)[..., None, :]
+    centre = jnp.arange(bins, dtype=jnp.float32)[:, None] + 0.5
+    lower = jnp.clip(centre - half, 0.0, float(bins))
+    upper = jnp.clip(centre + half, 0.0, float(bins))
+    mean = (sample_bins(total, upper) - sample_bins(total, lower)) / (upper - lower)
+    return depth_comb - 0.5 * jnp.log(jnp.maximum(mean, 1e-12))
 
 
 def recurrent_phasor(keep_logit: jax.Array, offset: jax.Array, fresh: jax.Array,
@@ -326,8 +411,8 @@ def load_weights(path: str | os.PathLike = WEIGHTS_PATH) -> MusicVocoder:
 
 # ------------------------------------------------------------------------ inference
 @nnx.jit
-def _render(model: MusicVocoder, log_mel: jax.Array) -> jax.Array:
-    return model.render(log_mel)
+def _render(model: MusicVocoder, log_mel: jax.Array, f0: jax.Array | None) -> jax.Array:
+    return model.render(log_mel, f0)
 
 
 def load(path: str | os.PathLike | None = None) -> MusicVocoder:

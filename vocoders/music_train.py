@@ -16,7 +16,13 @@
     magnitude  L1 of the predicted log-magnitude against the recording's STFT (APNet),
     phase      instantaneous-phase, group-delay and instantaneous-frequency losses against
                the recording's STFT phase (APNet; chordal, wrap-free distances),
-  then AdamW with warmup and cosine decay, global-norm clipping.
+    adversarial, feature_matching
+               with `train.adversarial_weight` > 0: least-squares GAN and feature-matching
+               losses of period and resolution discriminators (`vocoders.discriminators`),
+               which train in the same step on their own loss (the vocoder's audio held
+               constant for them, they held constant for the vocoder),
+  then AdamW with warmup and cosine decay, global-norm clipping (the vocoder's and the
+  discriminators' parameters clipped apart).
 - `train_and_evaluate` exports the weights (music_vocoder.safetensors, refused if not finite)
   into the workdir and measures the vocoder's ceiling (the recording's own log-mel through it)
   on every held-out note into metrics.json.
@@ -27,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+from collections.abc import Collection
 from typing import Literal
 
 import jax
@@ -57,6 +64,13 @@ from tnca_jax.training import (
     train,
 )
 from tnca_jax.workdir import Workdir
+from vocoders.discriminators import (
+    CRITIC_SAMPLES,
+    Discriminators,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_loss,
+)
 from vocoders.music import Architecture, MusicVocoder, load_weights, overlap_add, save_weights
 from vocoders.music_data import (
     Corpus,
@@ -108,6 +122,8 @@ class VocoderTrain(LoopSettings):
     phase_weight: float
     phase_ip_weight: float
     phase_weighting: Literal["magnitude", "uniform"]
+    adversarial_weight: float
+    feature_matching_weight: float
     pitch_shift_semitones: float
     gain_db_min: float
     gain_db_max: float
@@ -120,13 +136,21 @@ class VocoderTrain(LoopSettings):
                     "must be at least 1")
         for key in ("weight_decay", "clip_norm", "mrstft_weight", "mel_weight",
                     "consistency_weight", "magnitude_weight", "phase_weight", "phase_ip_weight",
-                    "pitch_shift_semitones", "input_noise"):
+                    "adversarial_weight", "feature_matching_weight", "pitch_shift_semitones",
+                    "input_noise"):
             require(getattr(self, key) >= 0, f"train.{key}", getattr(self, key),
                     "must not be negative")
         require(self.pitch_shift_semitones <= 12, "train.pitch_shift_semitones",
                 self.pitch_shift_semitones, "must be at most 12")
+        require(self.feature_matching_weight == 0 or self.adversarial_weight > 0,
+                "train.feature_matching_weight", self.feature_matching_weight,
+                "needs the discriminators: set --config.train.adversarial_weight > 0")
         require(self.gain_db_min <= self.gain_db_max, "train.gain_db_min", self.gain_db_min,
                 f"exceeds --config.train.gain_db_max={self.gain_db_max}")
+
+    @property
+    def adversarial(self) -> bool:
+        return self.adversarial_weight > 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,14 +224,30 @@ def consistency(spectrum: jax.Array, audio: jax.Array, contract: MelContract) ->
 
 
 def vocoder_losses(model: MusicVocoder, segments: jax.Array, model_input: jax.Array,
-                   train: VocoderTrain) -> dict[str, jax.Array]:
+                   train: VocoderTrain, discriminators: Discriminators | None = None,
+                   critic_start: jax.Array | int = 0) -> dict[str, jax.Array]:
     """Every loss term (unweighted) of `model` rendering `model_input` (the log-mel of
-    `segments` [batch, samples], possibly with noise) against `segments`."""
+    `segments` [batch, samples], possibly with noise) against `segments`; with
+    `discriminators`, the adversarial terms too, on `CRITIC_SAMPLES` from `critic_start`
+    ("discriminator" is theirs: its gradient reaches only them, the others' only the
+    vocoder)."""
     contract = model.contract
     log_magnitude, phasor = model.components(model_input)
     spectrum = jnp.exp(log_magnitude) * phasor
     audio = overlap_add(spectrum, contract)
-    terms = {
+    terms = {}
+    if discriminators is not None:
+        length = min(CRITIC_SAMPLES, segments.shape[-1])
+        real_part, fake_part = (jax.lax.dynamic_slice_in_dim(x, critic_start, length, axis=-1)
+                                for x in (segments, audio))
+        graphdef, params = nnx.split(discriminators)
+        held = nnx.merge(graphdef, jax.lax.stop_gradient(params))
+        real, fake = discriminators(real_part), held(fake_part)
+        terms["adversarial"] = generator_loss(fake)
+        terms["feature_matching"] = feature_matching_loss(real, fake)  # real held constant
+        terms["discriminator"] = discriminator_loss(
+            real, discriminators(jax.lax.stop_gradient(fake_part)))
+    terms |= {
         "mrstft": losses.mrstft_distance(segments, audio, contract.sample_rate),
         "mel_db": losses.log_mel_l1_db(log_mel(segments, contract), log_mel(audio, contract),
                                        contract),
@@ -228,6 +268,9 @@ def vocoder_losses(model: MusicVocoder, segments: jax.Array, model_input: jax.Ar
 
 def total_loss(terms: dict[str, jax.Array], train: VocoderTrain) -> jax.Array:
     loss = train.mrstft_weight * terms["mrstft"] + train.mel_weight * terms["mel_db"]
+    if "discriminator" in terms:
+        loss += (terms["discriminator"] + train.adversarial_weight * terms["adversarial"]
+                 + train.feature_matching_weight * terms["feature_matching"])
     if "consistency" in terms:
         loss += train.consistency_weight * terms["consistency"]
     if "magnitude" in terms:
@@ -240,19 +283,37 @@ def total_loss(terms: dict[str, jax.Array], train: VocoderTrain) -> jax.Array:
 # ------------------------------------------------------------------------ model and step
 def make_optimizer(train: VocoderTrain) -> optax.GradientTransformation:
     """AdamW (b1 0.8, b2 0.99) with a linear warm-up and cosine decay, global-norm clipping,
-    times the retry scale (`tnca_jax.training.scale_by_scaled_schedule`)."""
+    times the retry scale (`tnca_jax.training.scale_by_scaled_schedule`); the vocoder's and
+    the discriminators' parameters (`Trainee`) each clipped on their own."""
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, train.learning_rate, min(train.warmup_iterations, train.iterations - 1),
         train.iterations, train.learning_rate * train.final_lr_fraction)
-    return optax.chain(optax.clip_by_global_norm(train.clip_norm),
-                       optax.scale_by_adam(b1=0.8, b2=0.99),
-                       optax.add_decayed_weights(train.weight_decay),
-                       scale_by_scaled_schedule(schedule))
+
+    def adamw() -> optax.GradientTransformation:
+        return optax.chain(optax.clip_by_global_norm(train.clip_norm),
+                           optax.scale_by_adam(b1=0.8, b2=0.99),
+                           optax.add_decayed_weights(train.weight_decay),
+                           scale_by_scaled_schedule(schedule))
+
+    def labels(params):
+        return jax.tree_util.tree_map_with_path(lambda path, _: str(path[0].key), params)
+
+    return optax.multi_transform({"vocoder": adamw(), "discriminators": adamw()}, labels)
 
 
-def new_vocoder(settings: VocoderSettings) -> MusicVocoder:
+class Trainee(nnx.Module):
+    """What the vocoder job trains: the vocoder and, for adversarial training, the
+    discriminators (None otherwise)."""
+
+    def __init__(self, vocoder: MusicVocoder, discriminators: Discriminators | None):
+        self.vocoder = vocoder
+        self.discriminators = discriminators
+
+
+def new_trainee(settings: VocoderSettings) -> Trainee:
     """A fresh network, or (`train.init_weights`) one started from a weights file of the same
-    contract and architecture (fine-tuning, e.g. on your own instrument)."""
+    contract and architecture (fine-tuning, e.g. on your own instrument), with fresh
+    discriminators for adversarial training."""
     contract = get_contract(settings.contract)
     model = MusicVocoder(contract, settings.model, rngs=nnx.Rngs(settings.seed))
     path = settings.train.init_weights
@@ -267,7 +328,9 @@ def new_vocoder(settings: VocoderSettings) -> MusicVocoder:
                 f"config trains {settings.model.to_dict()} under {contract.name!r}: set "
                 "--config.model.* and --config.contract to match, or drop init_weights")
         nnx.update(model, nnx.state(start, nnx.Param))
-    return model
+    discriminators = (Discriminators(rngs=nnx.Rngs(settings.seed + 1))
+                      if settings.train.adversarial else None)
+    return Trainee(model, discriminators)
 
 
 def make_train_step(graphdefs: GraphDefs, settings: VocoderSettings, mesh):
@@ -277,8 +340,8 @@ def make_train_step(graphdefs: GraphDefs, settings: VocoderSettings, mesh):
     base_key = jax.random.key(settings.seed)
 
     def train_step(state: TrainState, data: Corpus):
-        model, optimizer = merge_state(graphdefs, state)
-        contract = model.contract
+        trainee, optimizer = merge_state(graphdefs, state)
+        contract = trainee.vocoder.contract
         segment_key, gain_key, noise_key = jax.random.split(
             jax.random.fold_in(base_key, optimizer.step[...]), 3)
         segments = sample_segments(data, segment_key, train_settings.batch_size,
@@ -294,13 +357,18 @@ def make_train_step(graphdefs: GraphDefs, settings: VocoderSettings, mesh):
                                                                         model_input.shape),
             contract.log_min)
 
-        def loss_fn(model: MusicVocoder):
-            terms = vocoder_losses(model, segments, model_input, train_settings)
+        critic_start = jax.random.randint(  # (a key of its own: the others draw as before)
+            jax.random.fold_in(noise_key, 1), (), 0,
+            max(segments.shape[-1] - CRITIC_SAMPLES, 0) + 1)
+
+        def loss_fn(trainee: Trainee):
+            terms = vocoder_losses(trainee.vocoder, segments, model_input, train_settings,
+                                   trainee.discriminators, critic_start)
             return total_loss(terms, train_settings), terms
 
-        (loss, terms), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-        optimizer.update(model, grads)
-        finite, new_state = keep_if_finite(loss, grads, TrainState(nnx.state(model),
+        (loss, terms), grads = nnx.value_and_grad(loss_fn, has_aux=True)(trainee)
+        optimizer.update(trainee, grads)
+        finite, new_state = keep_if_finite(loss, grads, TrainState(nnx.state(trainee),
                                                                    nnx.state(optimizer)), state)
         return new_state, data, {"loss": loss, **terms, "finite": finite}
 
@@ -351,9 +419,9 @@ def plan(settings: VocoderSettings, data: LoadedCorpus, held_out: list) -> Train
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
     def init():
-        model = new_vocoder(settings)
-        graphdefs, state = split_state(model, nnx.Optimizer(
-            model, make_optimizer(settings.train), wrt=nnx.Param))
+        trainee = new_trainee(settings)
+        graphdefs, state = split_state(trainee, nnx.Optimizer(
+            trainee, make_optimizer(settings.train), wrt=nnx.Param))
         return graphdefs, jax.device_put(state, replicated), jax.device_put(data.arrays,
                                                                             replicated)
 
@@ -364,12 +432,11 @@ def plan(settings: VocoderSettings, data: LoadedCorpus, held_out: list) -> Train
 
 
 # ------------------------------------------------------------------------ the job
-def evaluate(vocoder: Vocoder, notes: list[tuple[dict, np.ndarray]], *, f0: bool
-             ) -> list[NoteMetrics]:
+def evaluate(vocoder: Vocoder, notes: list[tuple[dict, np.ndarray]], *,
+             names: Collection[str]) -> list[NoteMetrics]:
     """A vocoder's ceiling on each note (its own log-mel through the vocoder, any
-    `tnca_jax.inverse.Vocoder` under a mel contract), scored."""
+    `tnca_jax.inverse.Vocoder` under a mel contract), scored on the metrics `names`."""
     contract = vocoder.contract
-    names = SCORED if f0 else SCORED[:-1]
     measured = []
     for labels, audio in notes:
         rendered = np.asarray(vocoder(log_mel(audio, contract)[None], contract=contract))[0]
@@ -403,14 +470,15 @@ def train_and_evaluate(settings: VocoderSettings, workdir: str | os.PathLike, *,
                             f"{len(held_out)} held out")
         with console.stage("train"):
             graphdefs, state = train(program, workdir, train_settings, progress=progress)
-        model, _ = merge_state(graphdefs, state)
+        model = merge_state(graphdefs, state)[0].vocoder
         with console.stage("measure") as stage:
             weights = workdir.file(WEIGHTS_FILE)
             with workdir.writing(name=WEIGHTS_FILE):
                 save_weights(model, weights)
             notes = held_out_notes(held_out, contract, trim_db=settings.data.trim_db,
                                    max_seconds=settings.data.eval_max_seconds)
-            measured = evaluate(model, notes, f0=settings.eval.f0)
+            measured = evaluate(model, notes,
+                                names=SCORED if settings.eval.f0 else SCORED[:-1])
             report = RunMetrics(
                 job="vocoder", contract=contract.name, vocoder=MusicVocoder.name,
                 representation="mel", checkpoint_step=train_settings.iterations,
