@@ -163,8 +163,9 @@ def stft_panels(path: str | os.PathLike, target_audio: np.ndarray, rows: dict[st
                 contract: SpectralContract, *, max_hz: float = 6000.0,
                 split_hz: float = 2000.0) -> None:
     """Linear-frequency STFT magnitudes (dB, 0 to `max_hz`) of the recording and each named
-    audio in `rows`, side by side, with below each the spectrum of the middle frame against
-    the recording's: whether the partials above `split_hz` come out as lines or as blobs."""
+    audio in `rows`, side by side, with below each the spectrum of one frame against
+    the recording's at its loudest frame: whether the partials above `split_hz` come out as
+    lines or as blobs."""
     plt = _pyplot()
     panels = {"recording": target_audio, **rows}
     fig, axes = plt.subplots(2, len(panels), figsize=(3.2 * len(panels), 6.0),
@@ -179,7 +180,7 @@ def stft_panels(path: str | os.PathLike, target_audio: np.ndarray, rows: dict[st
 
     target_db = db(target_audio)
     vmax = float(target_db.max())
-    middle = target_db.shape[1] // 2
+    loudest = int(np.argmax(target_db.max(axis=0)))
     for column, (name, audio) in enumerate(panels.items()):
         spec = db(audio)
         seconds = spec.shape[1] * contract.hop_length / contract.sample_rate
@@ -190,12 +191,12 @@ def stft_panels(path: str | os.PathLike, target_audio: np.ndarray, rows: dict[st
         axis.set(title=name, xlabel="s")
         slice_axis = axes[1, column]
         high = bins_hz[shown] >= split_hz
-        slice_axis.plot(bins_hz[shown][high], target_db[high, middle], color="0.6", lw=0.8,
+        slice_axis.plot(bins_hz[shown][high], target_db[high, loudest], color="0.6", lw=0.8,
                         label="recording")
         if audio is not target_audio:
-            slice_axis.plot(bins_hz[shown][high], spec[high, middle], color="C3", lw=0.8,
+            slice_axis.plot(bins_hz[shown][high], spec[high, loudest], color="C3", lw=0.8,
                             label=name)
-        slice_axis.set(xlabel="Hz (middle frame)", ylim=(vmax - metrics.TOP_DB, vmax + 3))
+        slice_axis.set(xlabel="Hz (loudest frame)", ylim=(vmax - metrics.TOP_DB, vmax + 3))
         slice_axis.legend(fontsize=7, loc="upper right")
     axes[0, 0].set(ylabel="Hz")
     axes[1, 0].set(ylabel="dB")
