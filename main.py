@@ -20,6 +20,10 @@ Modes (--mode), each in --workdir (the vocoder job has train only):
   ceiling   the vocoder on the recordings' own features, before any training
   generate  render a trained workdir's note (instruments: generate's request) again
 
+Several hosts (a TPU pod slice, GPU nodes) train together when every one runs the same command
+with --distributed (JAX finds the cluster) or with --coordinator_address=HOST:PORT
+--num_processes=N --process_id=I; process 0 writes the workdir (docs/multihost.md).
+
 Progress and one line per stage go to stderr, the JSON summary to stdout. Bad input stops
 with one "error:" line and exit status 2 (--debug shows the traceback); Ctrl-C with one line
 and exit status 130, a rerun resuming from the last checkpoint.
@@ -38,6 +42,12 @@ config_flags.DEFINE_config_file("config", None, "Training configuration (configs
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, audio, metrics and figures.")
 flags.DEFINE_enum("mode", "train", list(cli.MODE_NAMES), "What to do in the workdir (above).")
 flags.DEFINE_bool("debug", False, "Show the full traceback on errors.")
+flags.DEFINE_bool("distributed", False, "Train on several hosts, JAX finding the cluster "
+                  "(TPU pod slice, SLURM); run the same command on every host.")
+flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0 of a multi-process "
+                    "run (with --num_processes and --process_id).")
+flags.DEFINE_integer("num_processes", None, "How many processes train together.")
+flags.DEFINE_integer("process_id", None, "This process's index, 0..num_processes-1.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -63,7 +73,9 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.debug:
         logging.set_verbosity(logging.WARNING)  # Keep orbax's per-save INFO lines out.
-    return cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, debug=FLAGS.debug)
+    cluster = cli.Cluster(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                          auto=FLAGS.distributed)
+    return cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, debug=FLAGS.debug, cluster=cluster)
 
 
 if __name__ == "__main__":

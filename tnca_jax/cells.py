@@ -78,10 +78,12 @@ def perceive_transpose(grad: jax.Array) -> jax.Array:
 
 def alive_mask(state: jax.Array) -> jax.Array:
     """Cells with alpha > 0.1 somewhere in their 3x3 neighbourhood: [B, F, T, C] -> [B, F, T, 1]."""
-    alpha = state[..., ALPHA:ALPHA + 1]
-    pooled = jax.lax.reduce_window(alpha, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1),
-                                   "SAME")
-    return pooled > ALIVE_THRESHOLD
+    _, n_freq, n_time, _ = state.shape
+    alive = jnp.pad(state[..., ALPHA:ALPHA + 1] > ALIVE_THRESHOLD,
+                    ((0, 0), (1, 1), (1, 1), (0, 0)))
+    # Nine shifted views OR-ed (XLA fuses them into one loop; reduce_window is slower on CPU).
+    return functools.reduce(jnp.logical_or, [alive[:, df:df + n_freq, dt:dt + n_time]
+                                             for df in range(3) for dt in range(3)])
 
 
 class UpdateWeights(NamedTuple):
@@ -140,6 +142,8 @@ def _firing(key: jax.Array, state: jax.Array, fire_rate: float, context: CellCon
                    jnp.where(valid, sample * frames + index % frames, contexts * frames))
 
 
+# The padding index (one past the last row) reads a zero row and writes nowhere (scatters
+# drop it: no copy of the grid grown by one row). A step's real indices are distinct.
 def _rows(values: jax.Array, index: jax.Array) -> jax.Array:
     """[..., n] -> [len(index), n]: rows of `values` flattened to [-1, n] (an index one past
     the last row reads zeros)."""
@@ -150,15 +154,16 @@ def _rows(values: jax.Array, index: jax.Array) -> jax.Array:
 def _scatter(rows: jax.Array, firing: _Firing, shape: tuple[int, ...]) -> jax.Array:
     """[capacity, n] -> [*shape[:-1], n]: rows back at their cells, zeros elsewhere."""
     cells = math.prod(shape[:-1])
-    flat = jnp.zeros((cells + 1, rows.shape[1]), rows.dtype).at[firing.index].set(rows)
-    return flat[:cells].reshape(*shape[:-1], rows.shape[1])
+    flat = jnp.zeros((cells, rows.shape[1]), rows.dtype).at[firing.index].set(
+        rows, mode="drop", unique_indices=True)
+    return flat.reshape(*shape[:-1], rows.shape[1])
 
 
 def _row_sums(rows: jax.Array, index: jax.Array, like: jax.Array) -> jax.Array:
     """The rows summed into the rows of `like` [Bc, n, H] they came from (`_rows`)."""
     flat = like.reshape(-1, like.shape[-1])
-    return jnp.zeros((flat.shape[0] + 1, flat.shape[1]), rows.dtype).at[index].add(
-        rows)[:-1].reshape(like.shape)
+    return jnp.zeros(flat.shape, rows.dtype).at[index].add(rows, mode="drop").reshape(
+        like.shape)
 
 
 def _hidden_rows(weights: UpdateWeights, context: CellContext, perception: jax.Array,
@@ -173,8 +178,9 @@ def _hidden_rows(weights: UpdateWeights, context: CellContext, perception: jax.A
 
 def _step_forward(weights: UpdateWeights, context: CellContext, state: jax.Array,
                   key: jax.Array, mask: jax.Array | None, fire_rate: float
-                  ) -> tuple[jax.Array, jax.Array]:
-    """One step: (new state [B, F, T, C], living mask [B, F, T, 1] of 0/1 it applied)."""
+                  ) -> tuple[jax.Array, jax.Array, _Firing]:
+    """One step: (new state [B, F, T, C], living mask [B, F, T, 1] of 0/1 it applied, the
+    cells that fired)."""
     pre_alive = alive_mask(state)
     firing = _firing(key, state, fire_rate, context)
     hidden = _hidden_rows(weights, context, perceive(state), firing)
@@ -183,7 +189,7 @@ def _step_forward(weights: UpdateWeights, context: CellContext, state: jax.Array
     living = (pre_alive & alive_mask(updated)).astype(state.dtype)
     if mask is not None:
         living = living * mask
-    return updated * living, living
+    return updated * living, living, firing
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
@@ -197,21 +203,21 @@ def growth_step(weights: UpdateWeights, context: CellContext, state: jax.Array, 
     every cell may live). Only the firing cells are run through the MLP (gathered into
     `firing_capacity` rows): a cell that does not fire discards its update, so computing it
     for every cell, forward and backward, wasted 1 - fire_rate of the work. The gradient is
-    written out (`_step_backward`): it keeps only the state, the key and the living mask of
-    each step and recomputes the rest, which is less memory than autodiff's stored
-    activations and, on CPU, about twice as fast.
+    written out (`_step_backward`): it keeps only the state, the firing cells' indices and
+    the living mask of each step and recomputes the rest, which is less memory than
+    autodiff's stored activations and, on CPU, about twice as fast.
     """
     return _step_forward(weights, context, state, key, mask, fire_rate)[0]
 
 
 def _step_residuals(weights, context, state, key, mask, fire_rate):
-    new_state, living = _step_forward(weights, context, state, key, mask, fire_rate)
-    return new_state, (weights, context, state, key, living.astype(jnp.bool_))
+    new_state, living, firing = _step_forward(weights, context, state, key, mask, fire_rate)
+    return new_state, (weights, context, state, firing, living.astype(jnp.bool_))
 
 
 def _step_backward(fire_rate, residuals, grad):
-    weights, context, state, key, living = residuals
-    firing = _firing(key, state, fire_rate, context)
+    del fire_rate
+    weights, context, state, firing, living = residuals
     perception = perceive(state)
     hidden = _hidden_rows(weights, context, perception, firing)  # [capacity, H]
     grad_updated = grad * living.astype(grad.dtype)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tnca_jax import distributed
 from tnca_jax.errors import CheckpointError, WorkdirError, warn
 
 
@@ -106,22 +107,31 @@ class Checkpoints:
 
         A damaged checkpoint (truncated or missing files) is skipped with a notice on stderr;
         with `set_aside` it is also moved into that directory, out of the way of the steps
-        training will write again. Raises WorkdirError, moving nothing, when no checkpoint can
-        be read.
+        training will write again. In a multi-process run a step counts as intact only if
+        every process could read its shards; process 0 moves and tells. Raises WorkdirError,
+        moving nothing, when no checkpoint can be read.
         """
         damaged: list[CheckpointError] = []
+        main = distributed.is_main()
         for step in reversed(self.steps()):
             try:
-                tree = self.restore(step, like)
+                tree, failed = self.restore(step, like), None
             except CheckpointError as err:
-                damaged.append(err)
+                tree, failed = None, err
+            # Processes read their own shards: a step is used only if every one could.
+            if not distributed.all_agree(failed is None):
+                damaged.append(failed or CheckpointError(step, self.directory,
+                                                         "another process could not read it"))
                 continue
             for err in damaged:
                 where = ""
-                if set_aside is not None:
+                if set_aside is not None and main:
                     where = f"; moved to {self._set_aside(err.step, set_aside)}"
-                warn(f"warning: {err}{where}; using checkpoint {step}, the newest intact one")
+                if main:
+                    warn(f"warning: {err}{where}; using checkpoint {step}, the newest intact "
+                         "one")
             if damaged and set_aside is not None:
+                distributed.barrier("damaged checkpoints set aside")
                 self._manager.reload()
             return step, tree
         if not damaged:

@@ -17,21 +17,29 @@ from collections.abc import Sequence
 
 import ml_collections
 
-from tnca_jax import interrupts
+from tnca_jax import distributed, interrupts
+from tnca_jax.distributed import Cluster
 from tnca_jax.errors import ConfigError, UserError
 from tnca_jax.jobs import MODE_NAMES, job_of
 
-__all__ = ["MODE_NAMES", "flag_error", "run"]
+__all__ = ["MODE_NAMES", "Cluster", "flag_error", "run"]
 
 
 def run(mode: str, config: ml_collections.ConfigDict, workdir: str, *,
-        debug: bool = False) -> int:
-    """Run `mode`; returns the process exit status (0, or 2 after a one-line user error; Ctrl-C
-    ends the process with 130)."""
+        debug: bool = False, cluster: Cluster | None = None) -> int:
+    """Run `mode`, first joining the other processes of `cluster` (None: one process);
+    returns the process exit status (0, or 2 after a one-line user error; Ctrl-C ends the
+    process with 130)."""
     try:
         if not str(workdir).strip():
             raise ConfigError("--workdir is empty: name the run's directory, e.g. "
                               "--workdir=runs/violin")
+        if cluster is not None:
+            if cluster.wanted and mode != "train":
+                raise ConfigError(f"--mode={mode} runs in one process; leave out "
+                                  "--distributed/--coordinator_address (only training is "
+                                  "split over processes)")
+            distributed.initialize(cluster)
         with interrupts.exit_on_sigint(lambda: interrupted(mode, workdir)):
             job = job_of(config)
             settings = job.settings(config.to_dict())  # the config, read once

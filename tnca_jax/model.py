@@ -347,12 +347,17 @@ def grow(graphdef: nnx.GraphDef, params: nnx.State, state: jax.Array, key: jax.A
     context = model.context(state.shape[2], condition)
     mask = frame_mask(condition)
 
+    def grown(current, i):
+        return growth_step(weights, context, current, jax.random.fold_in(key, first_step + i),
+                           mask, fire_rate)
+
     def step(current, i):
-        grown = growth_step(weights, context, current, jax.random.fold_in(key, first_step + i),
-                            mask, fire_rate)
-        if active_steps is not None:
-            grown = jnp.where(i < active_steps, grown, current)
-        return grown, None
+        if active_steps is None:
+            return grown(current, i), None
+        # The steps past `active_steps` are skipped, not computed and discarded (forward and
+        # backward): a rollout sampled from [16, 24] steps costs 20 on average, not 24.
+        return jax.lax.cond(i < active_steps, grown, lambda current, _: current, current,
+                            i), None
 
     return jax.lax.scan(step, state, jnp.arange(steps))[0]
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tnca_jax import evaluation, plots
+from tnca_jax import distributed, evaluation, plots
 from tnca_jax import report as report_page
 from tnca_jax.conditioning import InstrumentSpec, NoteSpec
 from tnca_jax.console import Console
@@ -90,11 +90,15 @@ def new_inverse(settings: TncaSettings) -> Inverse:
 
 # ------------------------------------------------------------------------ train
 def train_and_evaluate(settings: TncaSettings, workdir: str | os.PathLike, *,
-                       progress: bool = True, console: Console | None = None) -> RunMetrics:
+                       progress: bool = True, console: Console | None = None
+                       ) -> RunMetrics | None:
     """`--mode=train`: the whole job in `workdir`; returns the metrics written to metrics.json.
     With `progress`, the progress bar shows; stage lines and the closing summary go to
-    `console` (default: stderr when `progress`, else nowhere)."""
-    console = console or Console(enabled=progress)
+    `console` (default: stderr when `progress`, else nowhere). In a multi-process run
+    (`tnca_jax.distributed`) every process trains and process 0 alone writes, evaluates and
+    reports; the others return None."""
+    main = distributed.is_main()
+    console = console or Console(enabled=progress and main)
     workdir = Workdir(workdir)
     with contextlib.ExitStack() as held:  # the workdir's lock, from its first write on
         with console.stage("load") as stage:
@@ -102,17 +106,20 @@ def train_and_evaluate(settings: TncaSettings, workdir: str | os.PathLike, *,
             inverse = new_inverse(settings)
             notes = load_notes(settings, inverse)
             check_resumable(workdir, settings, notes)
-            workdir.refuse_if_in_use()  # before the slow compile; `lock` checks again
+            if main:
+                workdir.refuse_if_in_use()  # before the slow compile; `lock` checks again
             # The audio losses, if any, render through the run's vocoder where it is
             # differentiable JAX (music), else through unrolled Griffin-Lim.
             program = plan_training(settings, notes,
                                     lambda w: w.write_run(describe(settings, notes)),
                                     vocoder=inverse.differentiable_vocoder)
-            workdir.prepare()
-            held.enter_context(workdir.lock())
-            if not notes.conditioned:
-                workdir.write_wav(TARGET_WAV, notes.notes[0].audio,
-                                  notes.representation.contract.sample_rate)
+            if main:
+                workdir.prepare()
+                held.enter_context(workdir.lock())
+                if not notes.conditioned:
+                    workdir.write_wav(TARGET_WAV, notes.notes[0].audio,
+                                      notes.representation.contract.sample_rate)
+            distributed.barrier("workdir locked")
             stage.detail = (f"{_describe_notes(notes)} -> {notes.representation.name} grid "
                             f"{notes.representation.n_bins} x {notes.grid_frames} "
                             f"({notes.representation.contract.name}, "
@@ -125,7 +132,9 @@ def train_and_evaluate(settings: TncaSettings, workdir: str | os.PathLike, *,
             log = workdir.read_log()
             stage.detail = (f"{settings.train.iterations} iterations, grid L1 "
                             f"{log[-1]['grid_l1_db']:.2f} dB" if log else "")
-        model, _ = merge_state(graphdefs, state)
+        if not main:
+            return None
+        model, _ = merge_state(graphdefs, distributed.local_copy(state))
         run = Run.trained(workdir, settings, notes, model)
         return evaluate_and_report(run, notes, inverse, console)
 
@@ -409,6 +418,8 @@ def export(settings: TncaSettings, workdir: str | os.PathLike) -> dict:
 def train_summary(settings: TncaSettings, workdir: str | os.PathLike) -> dict:
     """`--mode=train` as the command line reports it."""
     report = train_and_evaluate(settings, workdir)
+    if report is None:
+        return distributed.helper_summary(settings.job, workdir, settings.train.iterations)
     return {"job": settings.job, "workdir": str(workdir),
             "report": str(Workdir(workdir).file(REPORT_FILE)), "summary": report.summary}
 

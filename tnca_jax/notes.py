@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tnca_jax import audio as audio_lib
-from tnca_jax import corpus, optional_metrics
+from tnca_jax import corpus, distributed, optional_metrics
 from tnca_jax.conditioning import NoteSpec, loudness_db, midi_to_hz, note_condition
 from tnca_jax.errors import ConfigError, MissingFileError
 from tnca_jax.model import NoteCondition
@@ -240,36 +240,10 @@ def load_note_set(data: CorpusData, representation: Representation,
         files = corpus.find_files(data.paths)
     except FileNotFoundError as err:
         raise MissingFileError(str(err)) from None
-    contract = representation.contract
     roots = [Path(p) for p in data.paths]
-    notes = []
-    for file in files:
-        if corpus.matches(file.path, data.exclude):
-            continue
-        sound = audio_lib.load_recording(file.path, contract.sample_rate,
-                                         trim_db=data.trim_db, max_seconds=data.max_seconds)
-        audio = sound.audio[: contract.num_samples(contract.num_frames(len(sound.audio)))]
-        midi, source = file.midi, "name"
-        if midi is not None and data.tune:
-            played = pyin_midi(audio, contract.sample_rate)
-            if played is not None and abs(played - midi) < 0.5:
-                midi, source = played, "name+pyin"
-        if midi is None:
-            midi, source = pyin_midi(audio, contract.sample_rate), "pyin"
-            if midi is None:
-                raise PitchLabelError(
-                    f"cannot tell the pitch of {file.path}: its name holds no note (e.g. "
-                    "violin_A4.wav, cello_m48.wav) and pYIN hears no steady pitch in it; "
-                    "rename it or leave it out with --config.data.exclude")
-        held_out = (corpus.is_held_out(round(midi) if file.midi is None else file.midi)
-                    if data.held_out == "pitch" else corpus.matches(file.path, data.held_out))
-        root = next((r for r in roots if r.is_dir() and file.path.is_relative_to(r)), None)
-        name = str(file.path.relative_to(root) if root
-                   else Path(file.path.parent.name) / file.path.name)
-        notes.append(Note(name=name, path=str(file.path), instrument=file.instrument,
-                          midi=float(midi), pitch_source=source, held_out=held_out,
-                          loudness_db=loudness_db(audio, contract), audio=audio,
-                          features=np.asarray(representation.features(audio)), cut=sound.cut))
+    wanted = [file for file in files if not corpus.matches(file.path, data.exclude)]
+    notes = distributed.load_shared(
+        wanted, lambda file: _labelled_note(file, data, representation, roots))
     if data.held_out_edges:
         notes = hold_out_edges(notes, data.held_out_edges)
     training = [n for n in notes if not n.held_out]
@@ -284,3 +258,33 @@ def load_note_set(data: CorpusData, representation: Representation,
     return NoteSet(notes=tuple(notes), instruments=instruments, representation=representation,
                    grid_frames=max(n.n_frames for n in notes), conditioned=True,
                    prior_kind=prior_kind)
+
+
+def _labelled_note(file: corpus.LabelledFile, data: CorpusData, representation: Representation,
+                   roots: Sequence[Path]) -> Note:
+    """One file of a corpus read, labelled (pitch, held out or not) and analysed."""
+    contract = representation.contract
+    sound = audio_lib.load_recording(file.path, contract.sample_rate,
+                                     trim_db=data.trim_db, max_seconds=data.max_seconds)
+    audio = sound.audio[: contract.num_samples(contract.num_frames(len(sound.audio)))]
+    midi, source = file.midi, "name"
+    if midi is not None and data.tune:
+        played = pyin_midi(audio, contract.sample_rate)
+        if played is not None and abs(played - midi) < 0.5:
+            midi, source = played, "name+pyin"
+    if midi is None:
+        midi, source = pyin_midi(audio, contract.sample_rate), "pyin"
+        if midi is None:
+            raise PitchLabelError(
+                f"cannot tell the pitch of {file.path}: its name holds no note (e.g. "
+                "violin_A4.wav, cello_m48.wav) and pYIN hears no steady pitch in it; "
+                "rename it or leave it out with --config.data.exclude")
+    held_out = (corpus.is_held_out(round(midi) if file.midi is None else file.midi)
+                if data.held_out == "pitch" else corpus.matches(file.path, data.held_out))
+    root = next((r for r in roots if r.is_dir() and file.path.is_relative_to(r)), None)
+    name = str(file.path.relative_to(root) if root
+               else Path(file.path.parent.name) / file.path.name)
+    return Note(name=name, path=str(file.path), instrument=file.instrument,
+                midi=float(midi), pitch_source=source, held_out=held_out,
+                loudness_db=loudness_db(audio, contract), audio=audio,
+                features=np.asarray(representation.features(audio)), cut=sound.cut)

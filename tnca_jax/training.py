@@ -36,6 +36,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from tnca_jax import distributed
 from tnca_jax.checkpoints import Checkpoints
 from tnca_jax.errors import ConfigError, MissingFileError, UserError, warn
 from tnca_jax.settings import LoopSettings, require
@@ -330,8 +331,11 @@ def train(program: TrainProgram, workdir: Workdir, loop: LoopSettings, *,
     time-sliced session; the learning-rate schedule always spans `loop.iterations`.
 
     run.json is (re)written once this call has a checkpoint, so that it describes the run the
-    checkpoints hold. See the module docstring for retries and faults.
+    checkpoints hold. See the module docstring for retries and faults. In a multi-process run
+    every process calls it (the step and the checkpoints are collective); process 0 alone
+    writes run.json and the log and shows progress (`tnca_jax.distributed`).
     """
+    main = distributed.is_main()
     checkpoints = workdir.checkpoints(keep=loop.keep_checkpoints, every=loop.checkpoint_every)
     last = loop.iterations if stop_at is None else min(stop_at, loop.iterations)
     bar = None
@@ -347,24 +351,26 @@ def train(program: TrainProgram, workdir: Workdir, loop: LoopSettings, *,
                 start, items = restored
                 state = _restored(state, items)
                 carry = items.get(CARRY, carry)
-                if retry is None:
+                if retry is None and main:
                     print(f"Resuming from checkpoint at iteration {start} in "
                           f"{checkpoints.directory}", file=sys.stderr)
-                if not workdir.has_run():  # cut off between its checkpoint and run.json
+                if main and not workdir.has_run():  # cut off between checkpoint and run.json
                     program.describe(workdir)
             if retry is not None:
                 state = with_learning_rate_scale(state, retry["learning_rate_scale"])
                 retry["iteration"] = start
-            workdir.trim_log(start)
+            if main:
+                workdir.trim_log(start)
             if bar is None:
-                bar = _progress(start, loop.iterations, progress)
+                bar = _progress(start, loop.iterations, progress and main)
             else:
                 bar.n = start
                 bar.refresh()
             window_start, window = time.perf_counter(), []
             pending: list[tuple[int, jax.Array]] = []
             rejected = None
-            with workdir.log_appender(checkpoints) as append_log:
+            with (workdir.log_appender(checkpoints) if main
+                  else contextlib.nullcontext(lambda record: None)) as append_log:
                 if retry is not None:
                     append_log(retry)
                 trained = {"iterations": start}  # for the line of an error in a step
@@ -394,7 +400,8 @@ def train(program: TrainProgram, workdir: Workdir, loop: LoopSettings, *,
                             if not described:  # run.json follows its first checkpoint
                                 with workdir.writing(checkpoints):
                                     checkpoints.wait()
-                                program.describe(workdir)
+                                if main:
+                                    program.describe(workdir)
                                 described = True
                         bar.update(1)
                         trained["iterations"] = done
@@ -424,9 +431,10 @@ def _retry(rejected: int, scale: float, checkpoints: Checkpoints) -> dict:
             f"{checkpoints.resume_point()}: rerun with a lower --config.train.learning_rate")
     scale *= RETRY_FACTOR
     latest = checkpoints.latest()
-    warn(f"warning: iteration {rejected} was rejected (non-finite loss, gradient or update); "
-         f"retrying from {f'checkpoint {latest}' if latest else 'the start'} at {scale:g}x "
-         f"the learning rate (retry {retries + 1} of {MAX_RETRIES})")
+    if distributed.is_main():
+        warn(f"warning: iteration {rejected} was rejected (non-finite loss, gradient or update); "
+             f"retrying from {f'checkpoint {latest}' if latest else 'the start'} at {scale:g}x "
+             f"the learning rate (retry {retries + 1} of {MAX_RETRIES})")
     return {"iteration": latest or 0, "retry": retries + 1, "rejected_iteration": rejected,
             "learning_rate_scale": scale}
 

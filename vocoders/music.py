@@ -184,17 +184,18 @@ class MusicVocoder(nnx.Module):
     def bins(self) -> int:
         return self.contract.n_fft // 2 + 1
 
-    def pitch(self, log_mel: jax.Array, f0: jax.Array | None = None
-              ) -> tuple[jax.Array, jax.Array]:
+    def pitch(self, log_mel: jax.Array, f0: jax.Array | None = None, *,
+              envelope: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """(f0 [batch, frames] in Hz, voiced [batch, frames]): `f0` as given (0 or less:
-        unvoiced), else estimated from the log-mel (`vocoders.harmonic.estimate_f0`)."""
+        unvoiced), else estimated from the log-mel's `envelope` (`mel_envelope(log_mel)`,
+        computed here when not given; `vocoders.harmonic.estimate_f0`)."""
         if f0 is not None:
             f0 = jnp.broadcast_to(jnp.asarray(f0, jnp.float32), log_mel.shape[:-2]
                                   + log_mel.shape[-1:])
             return jnp.maximum(f0, 0.0), f0 > 0
-        f0, voiced = estimate_f0(jax.lax.stop_gradient(mel_envelope(log_mel, self.contract)),
-                                 self.contract)
-        return f0, voiced
+        if envelope is None:
+            envelope = mel_envelope(log_mel, self.contract)
+        return estimate_f0(jax.lax.stop_gradient(envelope), self.contract)
 
     def features(self, log_mel: jax.Array, pitch: tuple[jax.Array, jax.Array] | None = None
                  ) -> jax.Array:
@@ -217,13 +218,14 @@ class MusicVocoder(nnx.Module):
         """The predicted STFT as (log-magnitude, unit phasor), each [batch, bins, frames];
         `f0` [batch, frames] (Hz; 0: unvoiced) for a harmonic network, else estimated."""
         arch = self.architecture
-        pitch = self.pitch(log_mel, f0) if arch.harmonic else None
+        envelope = mel_envelope(log_mel, self.contract)  # (XLA drops it when unused)
+        pitch = self.pitch(log_mel, f0, envelope=envelope) if arch.harmonic else None
         out = self.head(self.features(log_mel, pitch))  # [B, T, P * bins]
         out = out.reshape((*out.shape[:-1], arch.head_outputs, self.bins))
         out = jnp.moveaxis(out, -3, -1)  # [B, P, bins, T]
         log_magnitude = out[:, 0]
         if arch.envelope_skip:
-            log_magnitude = log_magnitude + mel_envelope(log_mel, self.contract)
+            log_magnitude = log_magnitude + envelope
         if arch.harmonic:
             comb, source_phasor = harmonic_comb(*pitch, self.contract)
             depth = jax.nn.softplus(out[:, -2] - 1.0)  # 0.31 at the start
@@ -235,8 +237,7 @@ class MusicVocoder(nnx.Module):
             phasor = recurrent_phasor(out[:, 1], out[:, 2], out[:, 3], self.contract)
         if arch.harmonic:
             take = jax.nn.sigmoid(out[:, -1]) * pitch[1][:, None, :]
-            mixed = (1.0 - take) * phasor + take * source_phasor
-            phasor = mixed * jax.lax.rsqrt(jnp.abs(mixed) ** 2 + PHASOR_EPS)
+            phasor = unit_phasor((1.0 - take) * phasor + take * source_phasor)
         return log_magnitude, phasor
 
     def spectrum(self, log_mel: jax.Array, f0: jax.Array | None = None) -> jax.Array:
@@ -301,7 +302,7 @@ def harmonic_comb(f0: jax.Array, voiced: jax.Array, contract: MelContract
     level = jnp.log(jnp.max(magnitude, axis=-2, keepdims=True) + 1e-12)
     comb = jnp.maximum(jnp.log(magnitude + 1e-12) - level, COMB_FLOOR)
     comb = jnp.where(voiced[..., None, :], comb, 0.0)
-    return comb, source * jax.lax.rsqrt(magnitude**2 + PHASOR_EPS)
+    return comb, unit_phasor(source)
 
 
 def shaped_comb(depth_comb: jax.Array, f0: jax.Array, contract: MelContract) -> jax.Array:
@@ -342,6 +343,11 @@ def recurrent_phasor(keep_logit: jax.Array, offset: jax.Array, fresh: jax.Array,
         return a_left * a_right, a_right * b_left + b_right
 
     _, z = jax.lax.associative_scan(combine, (carry, fresh_part), axis=-1)
+    return unit_phasor(z)
+
+
+def unit_phasor(z: jax.Array) -> jax.Array:
+    """z / |z|, smoothly 0 where |z| is 0 (PHASOR_EPS), differentiable everywhere."""
     return z * jax.lax.rsqrt(jnp.abs(z) ** 2 + PHASOR_EPS)
 
 

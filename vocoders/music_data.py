@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tnca_jax import audio as audio_lib
-from tnca_jax import corpus
+from tnca_jax import corpus, distributed
 from tnca_jax.contract import MelContract, SpectralContract
 from tnca_jax.errors import ConfigError, MissingFileError
 
@@ -86,11 +86,14 @@ def split_files(paths: Sequence[str], held_out: str | Sequence[str]
 
 def load_corpus(files: Sequence[corpus.LabelledFile], contract: SpectralContract, *,
                 trim_db: float | None, min_samples: int) -> LoadedCorpus:
-    """The files at the contract's rate, trimmed; those shorter than `min_samples` are left
+    """The files at the contract's rate, trimmed (each process of a multi-process run reads
+    its share, `tnca_jax.distributed.load_shared`); those shorter than `min_samples` are left
     out (with a warning). ConfigError when none is long enough."""
     kept, pieces = [], []
-    for file in files:
-        audio = audio_lib.load_audio(file.path, contract.sample_rate, trim_db=trim_db)
+    loaded = distributed.load_shared(
+        files, lambda file: audio_lib.load_audio(file.path, contract.sample_rate,
+                                                 trim_db=trim_db))
+    for file, audio in zip(files, loaded, strict=True):
         if len(audio) < min_samples:
             logger.warning("%s: %.2f s after trimming, shorter than one training segment; left "
                            "out", file.path, len(audio) / contract.sample_rate)

@@ -42,7 +42,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from tnca_jax import losses, metrics
+from tnca_jax import distributed, losses, metrics
 from tnca_jax.console import Console
 from tnca_jax.contract import MelContract, get_contract
 from tnca_jax.dsp import log_mel, stft
@@ -447,10 +447,13 @@ def evaluate(vocoder: Vocoder, notes: list[tuple[dict, np.ndarray]], *,
 
 
 def train_and_evaluate(settings: VocoderSettings, workdir: str | os.PathLike, *,
-                       progress: bool = True) -> RunMetrics:
+                       progress: bool = True) -> RunMetrics | None:
     """Train (resuming if checkpointed), export `workdir/music_vocoder.safetensors`, measure
-    the held-out split into metrics.json; returns what it wrote."""
-    console = Console(enabled=progress)
+    the held-out split into metrics.json; returns what it wrote. In a multi-process run
+    (`tnca_jax.distributed`) every process trains and process 0 alone writes and measures;
+    the others return None."""
+    main = distributed.is_main()
+    console = Console(enabled=progress and main)
     workdir = Workdir(workdir)
     contract = get_contract(settings.contract)
     with contextlib.ExitStack() as held:
@@ -462,15 +465,20 @@ def train_and_evaluate(settings: VocoderSettings, workdir: str | os.PathLike, *,
                                    train_settings.segment_frames * contract.hop_length,
                                    train_settings.pitch_shift_semitones))
             check_resumable(workdir, settings, data)
-            workdir.refuse_if_in_use()
+            if main:
+                workdir.refuse_if_in_use()
             program = plan(settings, data, held_out)
-            workdir.prepare()
-            held.enter_context(workdir.lock())
+            if main:
+                workdir.prepare()
+                held.enter_context(workdir.lock())
+            distributed.barrier("workdir locked")
             stage.detail = (f"{len(data.files)} recordings ({data.seconds:.0f} s); "
                             f"{len(held_out)} held out")
         with console.stage("train"):
             graphdefs, state = train(program, workdir, train_settings, progress=progress)
-        model = merge_state(graphdefs, state)[0].vocoder
+        if not main:
+            return None
+        model = merge_state(graphdefs, distributed.local_copy(state))[0].vocoder
         with console.stage("measure") as stage:
             weights = workdir.file(WEIGHTS_FILE)
             with workdir.writing(name=WEIGHTS_FILE):
@@ -494,6 +502,8 @@ def train_and_evaluate(settings: VocoderSettings, workdir: str | os.PathLike, *,
 def train_summary(settings: VocoderSettings, workdir: str | os.PathLike) -> dict:
     """`--mode=train` of the vocoder job as the command line reports it."""
     report = train_and_evaluate(settings, workdir)
+    if report is None:
+        return distributed.helper_summary("vocoder", workdir, settings.train.iterations)
     return {"job": "vocoder", "workdir": str(workdir), "weights": report.extra["weights"],
             "iterations": report.checkpoint_step,
             "training_recordings": report.extra["training_recordings"],
