@@ -41,10 +41,7 @@ def test_three_step_training_run_of_main(tmp_path):
         assert (workdir / name).exists()
     lines = (workdir / "train_metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in lines] == [1, 2, 3]
-    # Re-running the same command resumes: nothing is trained again.
-    again = run_main("--config=configs/violin.py:quick", f"--workdir={workdir}", *QUICK_3_STEPS)
-    assert again.returncode == 0 and "Resuming from checkpoint at iteration 3" in again.stderr
-    assert len((workdir / "train_metrics.jsonl").read_text().splitlines()) == 3
+    # Re-running a command resumes: tests/test_faults.py (after kill -9, bit for bit).
 
 
 def test_missing_audio_is_one_line_and_exit_2(tmp_path):
