@@ -12,7 +12,7 @@ import numpy as np
 from tnca_jax import metrics
 from tnca_jax.conditioning import midi_to_hz, row_frequencies_hz
 from tnca_jax.contract import MelContract, SpectralContract
-from tnca_jax.dsp import frame, log_mel
+from tnca_jax.dsp import frame, log_mel, stft_magnitude
 
 
 def _pyplot():
@@ -175,8 +175,7 @@ def stft_panels(path: str | os.PathLike, target_audio: np.ndarray, rows: dict[st
     shown = bins_hz <= max_hz
 
     def db(audio: np.ndarray) -> np.ndarray:
-        spectrum = np.abs(np.fft.rfft(np.asarray(frame(audio, contract)) * contract.window))
-        return 20 * np.log10(spectrum.T[shown] + 1e-9)
+        return 20 * np.log10(np.asarray(stft_magnitude(audio, contract))[shown] + 1e-9)
 
     target_db = db(target_audio)
     vmax = float(target_db.max())

@@ -20,6 +20,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tnca_jax.dsp import stft
+from tnca_jax.losses import analysis_contract
+
 PERIODS = (2, 3, 5, 7, 11)
 RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))  # (n_fft, hop)
 SLOPE = 0.1  # leaky ReLU
@@ -56,10 +59,12 @@ class PeriodDiscriminator(nnx.Module):
 
 class ResolutionDiscriminator(nnx.Module):
     """[batch, samples] -> scores [batch, frames, bins'] and features, over the log-magnitude
-    STFT at (n_fft, hop) (Vocos's / UnivNet's MRD, narrower)."""
+    STFT at (n_fft, hop) (`tnca_jax.losses.analysis_contract`'s framing; Vocos's / UnivNet's
+    MRD, narrower)."""
 
-    def __init__(self, n_fft: int, hop: int, channels: int = 16, *, rngs: nnx.Rngs):
-        self.n_fft, self.hop = n_fft, hop
+    def __init__(self, n_fft: int, hop: int, sample_rate: int, channels: int = 16, *,
+                 rngs: nnx.Rngs):
+        self.analysis = analysis_contract(n_fft, hop, n_fft, sample_rate)
         self.convs = nnx.List([
             nnx.Conv(1, channels, (3, 9), strides=(1, 2), padding="SAME", rngs=rngs),
             nnx.Conv(channels, channels, (3, 9), strides=(1, 2), padding="SAME", rngs=rngs),
@@ -69,10 +74,7 @@ class ResolutionDiscriminator(nnx.Module):
         self.score = nnx.Conv(channels, 1, (3, 3), padding="SAME", rngs=rngs)
 
     def __call__(self, audio: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
-        frames = 1 + (audio.shape[-1] - self.n_fft) // self.hop
-        index = jnp.arange(frames)[:, None] * self.hop + jnp.arange(self.n_fft)[None, :]
-        window = jnp.hanning(self.n_fft + 1)[:-1].astype(audio.dtype)
-        spectrum = jnp.fft.rfft(audio[:, index] * window, axis=-1)  # [B, frames, bins]
+        spectrum = jnp.swapaxes(stft(audio, self.analysis), -1, -2)  # [B, frames, bins]
         x = jnp.log(jnp.abs(spectrum) + 1e-5)[..., None]
         features = []
         for conv in self.convs:
@@ -82,12 +84,12 @@ class ResolutionDiscriminator(nnx.Module):
 
 
 class Discriminators(nnx.Module):
-    """Every period and resolution discriminator: audio [batch, samples] -> one (scores,
-    features) per discriminator."""
+    """Every period and resolution discriminator: audio [batch, samples] at `sample_rate` ->
+    one (scores, features) per discriminator."""
 
-    def __init__(self, *, rngs: nnx.Rngs):
+    def __init__(self, sample_rate: int, *, rngs: nnx.Rngs):
         self.periods = nnx.List([PeriodDiscriminator(p, rngs=rngs) for p in PERIODS])
-        self.resolutions = nnx.List([ResolutionDiscriminator(n, h, rngs=rngs)
+        self.resolutions = nnx.List([ResolutionDiscriminator(n, h, sample_rate, rngs=rngs)
                                      for n, h in RESOLUTIONS])
 
     def __call__(self, audio: jax.Array) -> Outputs:

@@ -328,7 +328,7 @@ def new_trainee(settings: VocoderSettings) -> Trainee:
                 f"config trains {settings.model.to_dict()} under {contract.name!r}: set "
                 "--config.model.* and --config.contract to match, or drop init_weights")
         nnx.update(model, nnx.state(start, nnx.Param))
-    discriminators = (Discriminators(rngs=nnx.Rngs(settings.seed + 1))
+    discriminators = (Discriminators(contract.sample_rate, rngs=nnx.Rngs(settings.seed + 1))
                       if settings.train.adversarial else None)
     return Trainee(model, discriminators)
 
