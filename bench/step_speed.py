@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 WARMUP = 2  # untimed iterations (the first runs the compiled step's one-off work)
 
 
-def worker(job: str, iterations: int) -> dict:
-    """Time `iterations` steps of `job`'s quick config with whatever `tnca_jax` is first on the
-    path."""
+def quick_program(job: str) -> tuple:
+    """(compiled train program, fresh train state, fresh carry) of `job`'s quick config on its
+    recordings, with whatever `tnca_jax` and `configs` are first on the path."""
     import importlib
 
     from tnca_jax.modes import load_notes, new_inverse
@@ -46,6 +46,13 @@ def worker(job: str, iterations: int) -> dict:
     notes = load_notes(settings, new_inverse(settings))
     program = plan_training(settings, notes, lambda workdir: None)
     _, state, carry = program.init()
+    return program, state, carry
+
+
+def worker(job: str, iterations: int) -> dict:
+    """Time `iterations` steps of `job`'s quick config with whatever `tnca_jax` is first on the
+    path."""
+    program, state, carry = quick_program(job)
     losses, seconds = [], []
     for _ in range(WARMUP + iterations):
         start = time.perf_counter()

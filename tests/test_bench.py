@@ -104,3 +104,33 @@ def test_vocoder_bench_puts_every_vocoder_side_by_side(tmp_path):
         assert comparison[vocoder]["mrstft_auraloss"] == pytest.approx(
             sum(notes[vocoder, n]["mrstft_auraloss"] for v, n in notes if v == vocoder) / 2)
         assert comparison[vocoder]["x_real_time_4s"] > 0
+
+
+def test_step_profile_labels_each_operation_by_pass_and_primitive(tmp_path):
+    """A profiled gradient of a two-layer product: its matrix products are found on both
+    passes, by the primitive the HLO metadata names, and their shares add up."""
+    import jax
+    import jax.numpy as jnp
+
+    from bench.step_profile import CONTROL_FLOW, hlo_labels, profile_events, summarise
+
+    def loss(weights, inputs):
+        return jnp.sum(jnp.tanh(inputs @ weights[0]) @ weights[1])
+
+    step = jax.jit(jax.grad(loss)).lower(
+        (jnp.ones((64, 64)), jnp.ones((64, 8))), jnp.ones((4096, 64))).compile()
+    weights, inputs = (jnp.full((64, 64), 0.01), jnp.full((64, 8), 0.01)), jnp.ones((4096, 64))
+    jax.block_until_ready(step(weights, inputs))
+    jax.profiler.start_trace(str(tmp_path))
+    for _ in range(3):
+        jax.block_until_ready(step(weights, inputs))
+    jax.profiler.stop_trace()
+    labels = hlo_labels(step.as_text())
+    times, calls = profile_events(tmp_path)
+    groups, largest, op_ms = summarise(times, labels, calls, 3)
+    passes = {g["pass"] for g in groups if g["primitive"] == "dot_general"}
+    assert passes == {"forward", "backward"}  # x @ w forward; two products backward
+    assert all(g["calls_per_iteration"] >= 1 for g in groups)
+    assert sum(g["share"] for g in groups) == pytest.approx(1.0, abs=1e-3)
+    assert op_ms > 0 and largest[0]["ms_per_iteration"] >= largest[-1]["ms_per_iteration"]
+    assert not any(row.get("opcode") in CONTROL_FLOW for row in largest)
