@@ -1,6 +1,6 @@
 """Two processes train together (JAX's distributed runtime: CPU backend, gloo collectives, a
 coordinator on 127.0.0.1) exactly as one process with two devices does, and one process
-resumes from their checkpoint.
+resumes from their checkpoint, setting aside their last one, damaged in process 1's shard.
 
 The two-process run is the command line users start on each host (`main.py ...
 --coordinator_address --num_processes --process_id`) on the instruments job, whose notes each
@@ -128,14 +128,18 @@ def test_two_processes_train_like_one_with_two_devices_and_one_resumes(tmp_path)
     assert [json.loads(line)["iteration"] for line in log] == list(range(1, ITERATIONS + 1))
     assert sorted(int(p.name) for p in (two / "checkpoints").iterdir()) == [3, ITERATIONS]
 
-    # The two-process run cut short after its checkpoint at 3, resumed by one process.
+    # The two-process run's last checkpoint damaged in process 1's shard of the pool: one
+    # process sets it aside and resumes from the checkpoint at 3.
     resumed = tmp_path / "resumed"
     shutil.copytree(two, resumed)
-    shutil.rmtree(resumed / "checkpoints" / str(ITERATIONS))
+    shard = max((resumed / "checkpoints" / str(ITERATIONS) / "carry" / "ocdbt.process_1" / "d"
+                 ).iterdir(), key=lambda path: path.stat().st_size)
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     done = subprocess.run([sys.executable, "-m", "tests.test_distributed",
                            str(tmp_path / "one"), str(resumed)],
                           cwd=ROOT, env=_env(2), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert f"moved to {resumed / 'damaged_checkpoints' / str(ITERATIONS)}" in done.stderr
     assert "Resuming from checkpoint at iteration 3" in done.stderr
     one = json.loads(done.stdout.strip().splitlines()[-1])
 
