@@ -109,19 +109,20 @@ def main() -> None:
     from bench.throughput import cpu_model
 
     program, state, carry = quick_program(args.job)
-    for _ in range(WARMUP):
-        state, carry, metrics = program.step(state, carry)
-        float(metrics["loss"])
+
+    def run(iterations: int) -> None:
+        nonlocal state, carry
+        for _ in range(iterations):
+            state, carry, metrics = program.step(state, carry)
+            float(metrics["loss"])  # waits for the step
+
+    run(WARMUP)
     start = time.perf_counter()
-    for _ in range(args.iterations):
-        state, carry, metrics = program.step(state, carry)
-        float(metrics["loss"])
+    run(args.iterations)
     seconds = (time.perf_counter() - start) / args.iterations
     with tempfile.TemporaryDirectory() as trace:
         jax.profiler.start_trace(trace)
-        for _ in range(args.iterations):
-            state, carry, metrics = program.step(state, carry)
-            float(metrics["loss"])
+        run(args.iterations)
         jax.profiler.stop_trace()
         times, calls = profile_events(Path(trace))
     labels = hlo_labels(program.step.as_text())
