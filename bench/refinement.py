@@ -1,10 +1,11 @@
 """Best-of-N and post-processing, measured on a trained workdir of the note job.
 
-  python -m bench.refinement --workdir=runs/violin [--groups=3] [--n=8]
+  python -m bench.refinement --workdir=runs/violin [--groups=3] [--n=8] [--metrics=a,b]
 
 Grows groups x n candidates (growth seeds 0 .. groups*n - 1, one jitted call per group) with the
 workdir's generate settings, vocodes each batch with the run's vocoder and scores every candidate
-with every metric of `tnca_jax.metrics` against the run's recording. Writes
+with every metric of `tnca_jax.metrics` (or those of `--metrics`: without ViSQOL and pYIN it
+takes a fraction of the time) against the run's recording. Writes
 bench/results/refinement.json and prints a summary:
 - best_of: per selection metric, the kept candidate's metrics against the group's first
   candidate (what N = 1 gives for that seed) and the group's mean (N = 1 on average), averaged
@@ -56,7 +57,17 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=3)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--metrics", default=",".join(metrics.METRICS),
+                        help="comma-separated metrics to measure (default: all)")
     args = parser.parse_args()
+    measured = [name for name in args.metrics.split(",") if name]
+    unknown = [name for name in measured if name not in metrics.METRICS]
+    if unknown:
+        parser.error(f"unknown metric {unknown[0]!r}; choose from {', '.join(metrics.METRICS)}")
+    selection = [name for name in SELECTION_METRICS if name in measured]
+    if not selection:
+        parser.error(f"--metrics must include one of {', '.join(SELECTION_METRICS)} (the "
+                     "metrics a best-of-N selects by)")
 
     run = load_run(args.workdir)
     if run.conditioned:
@@ -77,12 +88,12 @@ def main() -> None:
         scores[option] = []
         for features in grown:  # [n, 1, n_mels, frames]
             audio = np.asarray(inverse(postprocess(features, run.contract, refinement)))
-            scores[option].append([metrics.compare(reference, a, measuring).to_dict()
-                                   for a in audio])
+            scores[option].append([row.to_dict() for row in metrics.compare_many(
+                reference, list(audio), measuring, only=measured)])
         print(json.dumps({"option": option, "mean": _mean(_flat(scores[option]))}))
 
     best_of = {}
-    for metric in SELECTION_METRICS:
+    for metric in selection:
         kept = [min(group, key=lambda row: metrics.badness(metric, row[metric]))
                 for group in scores["none"]]
         best_of[metric] = {"kept": _mean(kept),

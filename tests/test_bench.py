@@ -34,8 +34,10 @@ def test_throughput_compares_tnca_jax_with_the_torch_reference():
 def test_refinement_scores_best_of_n_and_every_postprocessing(trained_workdir, tmp_path):
     results = tmp_path / "refinement.json"
     rows = run_bench("refinement", f"--workdir={trained_workdir}", "--groups=1", "--n=2",
-                     f"--results={results}")
+                     f"--results={results}", "--metrics=mel_l1_db,mrstft,rms_ratio")
     summary = json.loads(results.read_text())
+    assert set(summary["best_of"]) == {"mel_l1_db", "mrstft"}  # those it measured
+    assert set(summary["postprocessing"]["none"]) == {"mel_l1_db", "mrstft", "rms_ratio"}
     assert {row["option"] for row in rows if "option" in row} == set(summary["postprocessing"])
     assert summary["n"] == 2 and len(summary["candidates"]["none"][0]) == 2
     best = summary["best_of"]["mel_l1_db"]
