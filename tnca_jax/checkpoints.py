@@ -123,13 +123,10 @@ class Checkpoints:
                 damaged.append(failed or CheckpointError(step, self.directory,
                                                          "another process could not read it"))
                 continue
-            for err in damaged:
-                where = ""
-                if set_aside is not None and main:
-                    where = f"; moved to {self._set_aside(err.step, set_aside)}"
-                if main:
-                    warn(f"warning: {err}{where}; using checkpoint {step}, the newest intact "
-                         "one")
+            for err in damaged if main else ():  # process 0 moves and tells
+                where = ("" if set_aside is None
+                         else f"; moved to {self._set_aside(err.step, set_aside)}")
+                warn(f"warning: {err}{where}; using checkpoint {step}, the newest intact one")
             if damaged and set_aside is not None:
                 distributed.barrier("damaged checkpoints set aside")
                 self._manager.reload()
