@@ -1,8 +1,8 @@
 """The music vocoder (vocoders.music) trained on the instrument corpus in data/.
 
-Full run (the defaults reproduce the shipped weights, vocoders/music_vocoder.safetensors:
-3000 iterations with pitch-shift augmentation and the envelope skip; about 20 minutes on 2
-CPU cores):
+Full run (the defaults are the first of the shipped weights' three stages,
+vocoders/music_vocoder.safetensors: 3000 iterations with pitch-shift augmentation, about 30
+minutes on 2 CPU cores; the two fine-tuning stages that follow are in docs/results.md):
   python main.py --config=configs/vocoder.py --workdir=runs/vocoder
 Use them in a TNCA run with --config.vocoder=music (configs/violin.py).
 CPU smoke run (a few minutes):
@@ -57,7 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.harmonic = True
     # Mel-consistent Griffin-Lim iterations from the network's STFT when vocoding (not in
     # training): measured on the held-out notes (README), they lower mrstft and mel L1.
-    config.model.refine_iterations = 32
+    config.model.refine_iterations = 64
 
     config.train = ml_collections.ConfigDict()
     config.train.iterations = 3000

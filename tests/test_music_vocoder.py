@@ -3,6 +3,7 @@ place in the app (--config.vocoder=music, the vocoder job of main.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -269,13 +270,26 @@ def test_gradients_flow_from_audio_back_to_the_log_mel(phase):
     assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).max()) > 0
 
 
-def test_overlap_add_is_the_contracts_inverse_stft():
-    signal = np.random.default_rng(2).normal(size=(2, 20 * 512)).astype(np.float32)
-    spec = stft(signal, CONTRACT)
-    fast = nv.overlap_add(spec, CONTRACT)
-    np.testing.assert_allclose(np.asarray(fast), np.asarray(istft(spec, CONTRACT, 20 * 512)),
-                               atol=1e-5)
-    np.testing.assert_allclose(np.asarray(fast), signal, atol=1e-5)
+@pytest.mark.parametrize("hop", [512, 500])  # shifted sums (2048 = 4 x 512); scatter-add
+def test_inverse_stft_is_the_windowed_overlap_add(hop):
+    """`istft` of any spectrogram (here random: no signal has it) is the windowed overlap-add
+    of its frames' inverse FFTs over the summed squared windows, as written out in numpy."""
+    contract = dataclasses.replace(CONTRACT, hop_length=hop)
+    frames, samples = 20, 20 * hop
+    rng = np.random.default_rng(2)
+    spec = (rng.normal(size=(2, 1025, frames))
+            + 1j * rng.normal(size=(2, 1025, frames))).astype(np.complex64)
+    window = contract.window
+    total = np.zeros((2, (frames - 1) * hop + 2048))
+    norm = np.zeros(total.shape[-1])
+    for t in range(frames):
+        total[:, t * hop:t * hop + 2048] += np.fft.irfft(spec[:, :, t], n=2048) * window
+        norm[t * hop:t * hop + 2048] += window**2
+    expected = (total / np.maximum(norm, 1e-8))[:, contract.pad:contract.pad + samples]
+    np.testing.assert_allclose(np.asarray(istft(spec, contract, samples)), expected, atol=2e-5)
+    signal = rng.normal(size=(2, samples)).astype(np.float32)  # and it inverts `stft`
+    np.testing.assert_allclose(np.asarray(istft(stft(signal, contract), contract, samples)),
+                               signal, atol=1e-5)
 
 
 def test_recurrent_phase_renders_a_steady_tone_between_frame_harmonics():
@@ -290,8 +304,8 @@ def test_recurrent_phase_renders_a_steady_tone_between_frame_harmonics():
     fresh = jnp.broadcast_to(jnp.asarray(np.pi * bins, jnp.float32), shape)  # Hann lobe signs
     phasor = jax.jit(nv.recurrent_phasor, static_argnums=3)(keep_logit, offset, fresh, CONTRACT)
     magnitude = np.maximum(0.0, 1 - np.abs(bins - bin_position) / 2)  # the main lobe only
-    audio = np.asarray(jax.jit(nv.overlap_add, static_argnums=1)(magnitude * phasor,
-                                                                 CONTRACT))[0]
+    audio = np.asarray(jax.jit(istft, static_argnums=(1, 2))(magnitude * phasor, CONTRACT,
+                                                            frames * CONTRACT.hop_length))[0]
     middle = audio[len(audio) // 4: 3 * len(audio) // 4]
     spectrum = np.abs(np.fft.rfft(middle * np.hanning(len(middle)), n=2**18))
     peak_hz = np.argmax(spectrum) * CONTRACT.sample_rate / 2**18

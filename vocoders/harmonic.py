@@ -21,6 +21,7 @@ voicing flag of the same shape (f0 is meaningless where it is False).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -43,6 +44,29 @@ VOICED_LEVEL = 60.0 * NEPER_PER_DB  # ... within 60 dB of the loudest frame
 def _candidates() -> np.ndarray:
     steps = math.floor(1200 * math.log2(F0_MAX_HZ / F0_MIN_HZ) / GRID_CENTS) + 1
     return (F0_MIN_HZ * 2.0 ** (np.arange(steps) * GRID_CENTS / 1200)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _contrast_weights(bin_hz: float, bins: int) -> np.ndarray:
+    """[candidates, bins]: a candidate's harmonic contrast as a linear map of one frame's
+    log-magnitudes. Harmonic h adds the magnitude interpolated at h * f0 and subtracts it at
+    (h - 1/2) * f0, weighted 1 / h (the octave below scores half, as its strong contrasts fall
+    on its even harmonics; the octave above negative, as its valleys are partials), over the
+    usable weight of harmonics below 0.95 Nyquist."""
+    candidates = _candidates().astype(np.float64)
+    harmonic = np.arange(1, SEARCH_HARMONICS + 1)
+    peaks = candidates[:, None] * harmonic / bin_hz  # [C, H], in bins
+    weight = (peaks < 0.95 * (bins - 1)) / harmonic
+    weight = weight / weight.sum(axis=1, keepdims=True)
+    matrix = np.zeros((candidates.size, bins))
+    rows = np.arange(candidates.size)[:, None]
+    for position, sign in ((peaks, 1.0), (peaks - 0.5 * candidates[:, None] / bin_hz, -1.0)):
+        position = np.clip(position, 0.0, bins - 1.0)
+        low = np.floor(position).astype(int)
+        frac = position - low
+        np.add.at(matrix, (rows, low), sign * weight * (1 - frac))
+        np.add.at(matrix, (rows, np.minimum(low + 1, bins - 1)), sign * weight * frac)
+    return matrix.astype(np.float32)
 
 
 def sample_bins(values: jax.Array, position: jax.Array) -> jax.Array:
@@ -72,22 +96,10 @@ def estimate_f0(log_magnitude: jax.Array, contract: SpectralContract
     level = jnp.max(log_magnitude, axis=-2, keepdims=True)  # [..., 1, T]
     floored = jnp.maximum(log_magnitude, level - FIT_RANGE) - level
 
-    # Coarse: the harmonic contrast on a 10-cent grid, candidates x harmonics at once.
+    # Coarse: the harmonic contrast on a 10-cent grid, every candidate by one product.
     candidates = _candidates()
-    harmonic = np.arange(1, SEARCH_HARMONICS + 1, dtype=np.float32)
-    peak_bins = (candidates[:, None] * harmonic[None, :]) / bin_hz  # [C, H]
-    # Harmonic h weighs 1 / h: the octave below scores half (its strong contrasts fall on its
-    # even harmonics), the octave above negative (its valleys are partials).
-    usable = (peak_bins < 0.95 * nyquist_bin) / harmonic[None, :]
-    positions = np.concatenate([peak_bins, peak_bins - 0.5 * candidates[:, None] / bin_hz], 1)
-    frames = log_magnitude.shape[-1]
-    lead = log_magnitude.shape[:-2]
-    sampled = sample_bins(jnp.maximum(floored, -SEARCH_RANGE), jnp.broadcast_to(
-        jnp.asarray(positions.reshape(-1))[:, None], (*lead, positions.size, frames)))
-    sampled = sampled.reshape((*lead, *positions.shape, frames))  # [..., C, 2H, T]
-    contrast = (sampled[..., :SEARCH_HARMONICS, :] - sampled[..., SEARCH_HARMONICS:, :])
-    weight = jnp.asarray(usable.astype(np.float32))[..., None]
-    score = jnp.sum(contrast * weight, axis=-2) / jnp.asarray(usable.sum(1), jnp.float32)[:, None]
+    weights = jnp.asarray(_contrast_weights(bin_hz, log_magnitude.shape[-2]))
+    score = jnp.einsum("cf,...ft->...ct", weights, jnp.maximum(floored, -SEARCH_RANGE))
     best = jnp.argmax(score, axis=-2)  # [..., T]
     coarse = jnp.asarray(candidates)[best]
     contrast_best = jnp.max(score, axis=-2)

@@ -255,17 +255,18 @@ class MusicVocoder(nnx.Module):
             raise VocoderError("this music vocoder is not harmonic: it takes no f0")
         return _render(self, check_input(log_mel, self.contract, contract), f0)
 
-    def differentiable(self, log_mel: jax.Array) -> jax.Array:
+    def differentiable(self, log_mel: jax.Array, f0: jax.Array | None = None) -> jax.Array:
         """The network's audio of [batch, n_mels, frames] log-mels under this contract,
         traceable and differentiable, without the refinement (for the TNCA's audio loss,
         `tnca_jax.losses.audio_loss`; the weights are constants there, not trained)."""
-        return overlap_add(self.spectrum(log_mel), self.contract)
+        spectrum = self.spectrum(log_mel, f0)
+        return dsp.istft(spectrum, self.contract, self.contract.num_samples(spectrum.shape[-1]))
 
     def render(self, log_mel: jax.Array, f0: jax.Array | None = None) -> jax.Array:
         """[batch, n_mels, frames] -> [batch, frames * hop] (refined, see `Architecture`),
         traceable."""
         if not self.architecture.refine_iterations:
-            return overlap_add(self.spectrum(log_mel, f0), self.contract)
+            return self.differentiable(log_mel, f0)
         log_magnitude, phasor = self.components(log_mel, f0)
         return dsp.fast_griffin_lim(jnp.exp(log_magnitude), self.contract, None,
                                     iterations=self.architecture.refine_iterations,
@@ -349,36 +350,6 @@ def recurrent_phasor(keep_logit: jax.Array, offset: jax.Array, fresh: jax.Array,
 def unit_phasor(z: jax.Array) -> jax.Array:
     """z / |z|, smoothly 0 where |z| is 0 (PHASOR_EPS), differentiable everywhere."""
     return z * jax.lax.rsqrt(jnp.abs(z) ** 2 + PHASOR_EPS)
-
-
-@functools.lru_cache(maxsize=16)
-def _overlap_norm(contract: SpectralContract, frames: int) -> np.ndarray:
-    """1 / (sum of squared windows) over the overlap-added length, float32."""
-    ratio = contract.n_fft // contract.hop_length
-    squared = (contract.window**2).reshape(ratio, contract.hop_length)
-    total = np.zeros((frames + ratio - 1, contract.hop_length))
-    for part in range(ratio):
-        total[part:part + frames] += squared[part]
-    return (1.0 / np.maximum(total.reshape(-1), 1e-8)).astype(np.float32)
-
-
-def overlap_add(spec: jax.Array, contract: SpectralContract) -> jax.Array:
-    """Inverse STFT [..., bins, frames] -> [..., frames * hop] under the contract's framing.
-
-    The same signal as `tnca_jax.dsp.istft`, computed with shifted sums instead of a
-    scatter-add (n_fft is a multiple of hop): faster and deterministic on every backend.
-    """
-    frames = spec.shape[-1]
-    ratio, hop = contract.n_fft // contract.hop_length, contract.hop_length
-    signal = jnp.fft.irfft(jnp.swapaxes(spec, -1, -2), n=contract.n_fft, axis=-1)
-    signal = signal * jnp.asarray(contract.window, signal.dtype)
-    parts = signal.reshape((*signal.shape[:-1], ratio, hop))  # [..., T, ratio, hop]
-    lead = parts.shape[:-3]
-    total = sum(jnp.pad(parts[..., part, :],
-                        [(0, 0)] * len(lead) + [(part, ratio - 1 - part), (0, 0)])
-                for part in range(ratio))
-    total = total.reshape((*lead, -1)) * jnp.asarray(_overlap_norm(contract, frames))
-    return total[..., contract.pad:contract.pad + frames * hop]
 
 
 # ------------------------------------------------------------------------ weights file

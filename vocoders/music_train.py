@@ -42,7 +42,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from tnca_jax import distributed, losses, metrics
+from tnca_jax import distributed, dsp, losses, metrics
 from tnca_jax.console import Console
 from tnca_jax.contract import MelContract, get_contract
 from tnca_jax.dsp import log_mel, stft
@@ -71,7 +71,7 @@ from vocoders.discriminators import (
     feature_matching_loss,
     generator_loss,
 )
-from vocoders.music import Architecture, MusicVocoder, load_weights, overlap_add, save_weights
+from vocoders.music import Architecture, MusicVocoder, load_weights, save_weights
 from vocoders.music_data import (
     Corpus,
     LoadedCorpus,
@@ -234,7 +234,7 @@ def vocoder_losses(model: MusicVocoder, segments: jax.Array, model_input: jax.Ar
     contract = model.contract
     log_magnitude, phasor = model.components(model_input)
     spectrum = jnp.exp(log_magnitude) * phasor
-    audio = overlap_add(spectrum, contract)
+    audio = dsp.istft(spectrum, contract, contract.num_samples(spectrum.shape[-1]))
     terms = {}
     if discriminators is not None:
         length = min(CRITIC_SAMPLES, segments.shape[-1])
