@@ -42,10 +42,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from tnca_jax import distributed, dsp, losses, metrics
+from tnca_jax import distributed, losses, metrics
 from tnca_jax.console import Console
 from tnca_jax.contract import MelContract, get_contract
-from tnca_jax.dsp import log_mel, stft
+from tnca_jax.dsp import istft, log_mel, stft
 from tnca_jax.errors import ConfigError, WorkdirError
 from tnca_jax.inverse import Vocoder
 from tnca_jax.records import NoteMetrics, RunMetrics, summarise
@@ -234,7 +234,7 @@ def vocoder_losses(model: MusicVocoder, segments: jax.Array, model_input: jax.Ar
     contract = model.contract
     log_magnitude, phasor = model.components(model_input)
     spectrum = jnp.exp(log_magnitude) * phasor
-    audio = dsp.istft(spectrum, contract, contract.num_samples(spectrum.shape[-1]))
+    audio = istft(spectrum, contract, contract.num_samples(spectrum.shape[-1]))
     terms = {}
     if discriminators is not None:
         length = min(CRITIC_SAMPLES, segments.shape[-1])
