@@ -2,7 +2,8 @@
 
   python -m bench.vocoder [--weights=vocoders/music_vocoder.safetensors] \\
       [--compare=NAME=PATH ...] [--out=bench/results/vocoder_cpu.jsonl] [--f0] \\
-      [--perceptual] [--max-notes=N] [--only=TEXT] [--figure=PATH]
+      [--perceptual] [--max-notes=N] [--only=TEXT] [--figure=PATH] [--refine-iterations=N ...] \\
+      [--griffinlim-iterations=N]
 
 For every held-out recording of `configs/vocoder.py` (notes the shipped weights never saw:
 pitch classes A, C#/Db, F and the legato phrase; trimmed 60 dB below the peak and capped at 4 s
@@ -17,8 +18,12 @@ auraloss MR-STFT, spectral convergence and mel-cepstral distortion all at once.
 `--max-notes` measures the first N held-out notes only (sorted by path; the line says so),
 `--only=TEXT` those whose path contains TEXT.
 `--compare=NAME=PATH` adds another music vocoder's weights (e.g. an earlier version) under
-NAME, measured the same way in the same run. `--perceptual` adds PESQ and CDPAM (the
-`perceptual` extra; CDPAM takes about 10 s per note on a CPU). `--figure=PATH` draws the
+NAME, measured the same way in the same run; `--refine-iterations=N` adds the `--weights`
+rendered with N refinement iterations instead of the count stored with them (`music_rN`);
+`--griffinlim-iterations=N` adds Griffin-Lim with N iterations (`griffinlim_N`) beside the
+default 64 (which the "beats" count is against).
+`--perceptual` adds PESQ and CDPAM (the `perceptual` extra; CDPAM takes about 10 s per note on
+a CPU). `--figure=PATH` draws the
 linear-frequency spectrogram of the highest held-out violin note under 1 kHz (of the notes
 measured; of any instrument when none is a violin's, any note when none is under 1 kHz)
 through every vocoder
@@ -160,6 +165,10 @@ def main() -> None:
     parser.add_argument("--only", default=None, metavar="TEXT",
                         help="measure only the held-out notes whose path contains TEXT")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--refine-iterations", type=int, action="append", default=[],
+                        metavar="N", help="also measure the weights with N refinement iterations")
+    parser.add_argument("--griffinlim-iterations", type=int, default=None, metavar="N",
+                        help="also measure Griffin-Lim with N iterations")
     parser.add_argument("--oracles", action="store_true",
                         help="add the oracle lines (what no log-mel vocoder can beat)")
     args = parser.parse_args()
@@ -168,6 +177,16 @@ def main() -> None:
     music = load(args.weights)
     contract = music.contract
     vocoders = {"music": music, "griffinlim": GriffinLim(contract)}
+    if args.griffinlim_iterations is not None:
+        if args.griffinlim_iterations < 1:
+            parser.error("--griffinlim-iterations: give at least 1")
+        vocoders[f"griffinlim_{args.griffinlim_iterations}"] = GriffinLim(
+            contract, iterations=args.griffinlim_iterations)
+    if (min(args.refine_iterations, default=0) < 0
+            or len(set(args.refine_iterations)) < len(args.refine_iterations)):
+        parser.error("--refine-iterations: give distinct counts of at least 0")
+    for iterations in args.refine_iterations:
+        vocoders[f"music_r{iterations}"] = load(args.weights, refine_iterations=iterations)
     for entry in args.compare:
         name, _, path = entry.partition("=")
         if not path or name in vocoders:
@@ -208,13 +227,15 @@ def main() -> None:
               if line["kind"] == "speed"}
     rows = {name: {line["note"]: line for line in lines
                    if line["kind"] == "note" and line["vocoder"] == name} for name in vocoders}
-    learned = [name for name in vocoders if name != "griffinlim"]
+    renderings = [f"music_r{iterations}" for iterations in args.refine_iterations]
+    learned = ["music", *renderings, *(entry.partition("=")[0] for entry in args.compare)]
     beats = {name: sum(all(row[key] < rows["griffinlim"][note][key] for key in BEATS_ON)
                        for note, row in rows[name].items()) for name in learned}
     lines.append({"kind": "comparison", "notes": len(notes), "held_out_notes": total_notes,
                   "device": device, "weights": _shown(args.weights),
                   "compared": {name: _shown(Path(entry.partition("=")[2]))
-                               for name, entry in zip(learned[1:], args.compare, strict=True)},
+                               for name, entry in zip(learned[1 + len(renderings):],
+                                                      args.compare, strict=True)},
                   "beats_griffinlim_on": list(BEATS_ON),
                   "beats_griffinlim_notes": beats, **{
                       name: {**{key: summaries[name][key]["mean"] for key in names

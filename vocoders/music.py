@@ -392,7 +392,21 @@ def _render(model: MusicVocoder, log_mel: jax.Array, f0: jax.Array | None) -> ja
     return model.render(log_mel, f0)
 
 
-def load(path: str | os.PathLike | None = None) -> MusicVocoder:
+def load(path: str | os.PathLike | None = None, *, refine_iterations: int | None = None
+         ) -> MusicVocoder:
     """The music vocoder for `tnca_jax.inverse.load_vocoder("music", path)`: the weights at
-    `path` (default: the shipped file), which bring their own contract."""
-    return load_weights(WEIGHTS_PATH if path is None else path)
+    `path` (default: the shipped file), which bring their own contract.
+
+    `refine_iterations` replaces the rendering's refinement count stored with the weights
+    (`Architecture.refine_iterations`; shipped: 64): more trades speed for quality (256 beat
+    Griffin-Lim on more held-out notes and render about 3 times slower; docs/results.md), 0
+    renders the network's output as it is. VocoderError if it is not a whole number >= 0."""
+    model = load_weights(WEIGHTS_PATH if path is None else path)
+    if refine_iterations is not None:
+        if (isinstance(refine_iterations, bool) or not isinstance(refine_iterations, int)
+                or refine_iterations < 0):
+            raise VocoderError(f"refine_iterations={refine_iterations!r}: give a whole number "
+                               "of at least 0 (the shipped weights use 64)")
+        model.architecture = dataclasses.replace(model.architecture,
+                                                 refine_iterations=refine_iterations)
+    return model
