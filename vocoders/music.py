@@ -401,12 +401,13 @@ def load(path: str | os.PathLike | None = None, *, refine_iterations: int | None
     (`Architecture.refine_iterations`; shipped: 64): more trades speed for quality (256 beat
     Griffin-Lim on more held-out notes and render about 3 times slower; docs/results.md), 0
     renders the network's output as it is. VocoderError if it is not a whole number >= 0."""
+    if refine_iterations is not None and (isinstance(refine_iterations, bool)
+                                          or not isinstance(refine_iterations, int)
+                                          or refine_iterations < 0):
+        raise VocoderError(f"refine_iterations={refine_iterations!r}: give a whole number of "
+                           "at least 0 (the shipped weights use 64)")
     model = load_weights(WEIGHTS_PATH if path is None else path)
     if refine_iterations is not None:
-        if (isinstance(refine_iterations, bool) or not isinstance(refine_iterations, int)
-                or refine_iterations < 0):
-            raise VocoderError(f"refine_iterations={refine_iterations!r}: give a whole number "
-                               "of at least 0 (the shipped weights use 64)")
         model.architecture = dataclasses.replace(model.architecture,
                                                  refine_iterations=refine_iterations)
     return model
