@@ -187,11 +187,13 @@ def main() -> None:
         parser.error("--refine-iterations: give distinct counts of at least 0")
     for iterations in args.refine_iterations:
         vocoders[f"music_r{iterations}"] = load(args.weights, refine_iterations=iterations)
+    compared: dict[str, Path] = {}  # --compare NAME -> its weights
     for entry in args.compare:
         name, _, path = entry.partition("=")
         if not path or name in vocoders:
             parser.error(f"--compare={entry}: give NAME=PATH with a new NAME")
-        vocoders[name] = load(Path(path))
+        compared[name] = Path(path)
+        vocoders[name] = load(compared[name])
         if vocoders[name].contract != contract:
             parser.error(f"--compare={entry}: another contract than {contract.name}")
     names = (*(SCORED if args.f0 else SCORED[:-1]), *(PERCEPTUAL if args.perceptual else ()))
@@ -227,15 +229,13 @@ def main() -> None:
               if line["kind"] == "speed"}
     rows = {name: {line["note"]: line for line in lines
                    if line["kind"] == "note" and line["vocoder"] == name} for name in vocoders}
-    renderings = [f"music_r{iterations}" for iterations in args.refine_iterations]
-    learned = ["music", *renderings, *(entry.partition("=")[0] for entry in args.compare)]
+    learned = ["music", *(f"music_r{iterations}" for iterations in args.refine_iterations),
+               *compared]
     beats = {name: sum(all(row[key] < rows["griffinlim"][note][key] for key in BEATS_ON)
                        for note, row in rows[name].items()) for name in learned}
     lines.append({"kind": "comparison", "notes": len(notes), "held_out_notes": total_notes,
                   "device": device, "weights": _shown(args.weights),
-                  "compared": {name: _shown(Path(entry.partition("=")[2]))
-                               for name, entry in zip(learned[1 + len(renderings):],
-                                                      args.compare, strict=True)},
+                  "compared": {name: _shown(path) for name, path in compared.items()},
                   "beats_griffinlim_on": list(BEATS_ON),
                   "beats_griffinlim_notes": beats, **{
                       name: {**{key: summaries[name][key]["mean"] for key in names

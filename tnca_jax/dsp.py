@@ -26,6 +26,12 @@ def _blocks_per_frame(contract: SpectralContract) -> int | None:
         else None
 
 
+def _frame_index(contract: SpectralContract, n_frames: int) -> np.ndarray:
+    """[n_frames, n_fft]: the padded signal's sample index of each frame's each sample."""
+    return (np.arange(n_frames)[:, None] * contract.hop_length
+            + np.arange(contract.n_fft)[None, :])
+
+
 def frame(audio: jax.Array, contract: SpectralContract) -> jax.Array:
     """Padded, overlapping frames of a waveform: [..., samples] -> [..., frames, n_fft]."""
     pad = contract.pad
@@ -41,8 +47,7 @@ def frame(audio: jax.Array, contract: SpectralContract) -> jax.Array:
         blocks = padded[..., :count * hop].reshape((*padded.shape[:-1], count, hop))
         return jnp.concatenate([blocks[..., k:k + n_frames, :] for k in range(blocks_per_frame)],
                                axis=-1)
-    index = np.arange(n_frames)[:, None] * hop + np.arange(contract.n_fft)[None, :]
-    return padded[..., index]
+    return padded[..., _frame_index(contract, n_frames)]
 
 
 def frame_spectra(audio: jax.Array, contract: SpectralContract) -> jax.Array:
@@ -60,8 +65,7 @@ def stft(audio: jax.Array, contract: SpectralContract) -> jax.Array:
 @functools.lru_cache(maxsize=64)
 def _overlap_norm(contract: SpectralContract, n_frames: int) -> np.ndarray:
     """1 / (the squared windows overlap-added), clipped at 1e8: [(n_frames - 1) * hop + n_fft]."""
-    index = (np.arange(n_frames)[:, None] * contract.hop_length
-             + np.arange(contract.n_fft)[None, :]).reshape(-1)
+    index = _frame_index(contract, n_frames).reshape(-1)
     norm = np.zeros((n_frames - 1) * contract.hop_length + contract.n_fft)
     np.add.at(norm, index, np.tile(contract.window**2, n_frames))
     return 1.0 / np.maximum(norm, 1e-8)
@@ -80,10 +84,9 @@ def frame_spectra_to_audio(spectra: jax.Array, contract: SpectralContract, num_s
                              + [(k, blocks_per_frame - 1 - k), (0, 0)])
                      for k in range(blocks_per_frame)).reshape((*lead, -1))
     else:
-        index = (np.arange(n_frames)[:, None] * hop
-                 + np.arange(contract.n_fft)[None, :]).reshape(-1)
         total = (n_frames - 1) * hop + contract.n_fft
-        signal = jnp.zeros((*lead, total), frames.dtype).at[..., index].add(
+        signal = jnp.zeros((*lead, total), frames.dtype).at[
+            ..., _frame_index(contract, n_frames).reshape(-1)].add(
             frames.reshape((*lead, -1)))
     start = contract.pad
     norm = _overlap_norm(contract, n_frames)[start:start + num_samples]
