@@ -17,6 +17,7 @@ import tnca_jax
 from tests.conftest import ROOT
 from tnca_jax import phrases
 from tnca_jax.errors import ConfigError, MissingFileError
+from tnca_jax.optional_metrics import numba_compile_lock
 from tnca_jax.runs import SHIPPED_MODEL, load_run
 
 RATE = 22050
@@ -72,8 +73,9 @@ def test_a_file_that_is_not_midi_is_one_line(tmp_path):
 
 
 def _onsets(audio: np.ndarray) -> np.ndarray:
-    return librosa.onset.onset_detect(y=audio, sr=RATE, units="time", backtrack=True,
-                                      hop_length=64)
+    with numba_compile_lock():  # librosa's numba code, compiled here in the test's process
+        return librosa.onset.onset_detect(y=audio, sr=RATE, units="time", backtrack=True,
+                                          hop_length=64)
 
 
 def test_a_written_midi_file_plays_in_tune_on_time_and_without_clicks(tmp_path):
@@ -87,7 +89,9 @@ def test_a_written_midi_file_plays_in_tune_on_time_and_without_clicks(tmp_path):
     assert len(audio) >= round((1.8 + 0.5) * RATE)
     for pitch, start, duration, _ in MELODY:  # each note's pitch (its middle), by pYIN
         middle = audio[round((start + 0.1) * RATE):round((start + duration - 0.05) * RATE)]
-        f0, voiced, _ = librosa.pyin(middle, fmin=200, fmax=1200, sr=RATE, frame_length=2048)
+        with numba_compile_lock():
+            f0, voiced, _ = librosa.pyin(middle, fmin=200, fmax=1200, sr=RATE,
+                                         frame_length=2048)
         played = 1200 * np.log2(np.nanmedian(f0[voiced]) / librosa.midi_to_hz(pitch))
         assert abs(played) < 25, (pitch, played)
     detected = _onsets(audio)  # each note starts within 30 ms of the file's onset

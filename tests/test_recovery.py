@@ -14,6 +14,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import jax
@@ -262,6 +264,29 @@ def test_a_hanging_optional_metric_times_out(monkeypatch):
     [result] = optional_metrics.run_tasks([optional_metrics.Task(optional_metrics.pyin_f0,
                                                                  (1,))], timeout=0.5)
     assert result == optional_metrics.Missing("it gave no result within 0.5 s")
+
+
+def test_a_tasks_first_call_waits_for_the_numba_compile_lock():
+    """Two processes compiling the same numba function into its cache at once can leave a
+    cache that crashes every later run: a worker's first call of a task waits while another
+    process holds the lock; its later calls of that task do not."""
+    def first_call():
+        results.extend(optional_metrics.run_tasks([optional_metrics.Task(time.monotonic, ())],
+                                                  timeout=60))
+
+    results: list[float] = []
+    optional_metrics.run_tasks([optional_metrics.Task(time.sleep, (0,))])  # worker started
+    with optional_metrics.numba_compile_lock():  # held by this process, not the worker
+        waiting = threading.Thread(target=first_call)
+        waiting.start()
+        time.sleep(1.0)
+        released = time.monotonic()  # CLOCK_MONOTONIC: one clock for the machine's processes
+    waiting.join(timeout=60)
+    assert results and results[0] >= released
+    with optional_metrics.numba_compile_lock():
+        [again] = optional_metrics.run_tasks([optional_metrics.Task(time.monotonic, ())],
+                                             timeout=60)
+        assert again < time.monotonic()  # answered while the lock is still held here
 
 
 def test_the_worker_ends_with_the_process_that_started_it():

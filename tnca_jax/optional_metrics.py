@@ -9,6 +9,12 @@ compiles pYIN once. `measure` sends it a batch of tasks and collects the results
 a task whose worker dies (any signal, any exception that kills it) or outlasts `TIMEOUT_S`
 becomes a missing value with a note, and the next task gets a fresh worker.
 
+numba's on-disk cache is not safe for two processes compiling the same function at once: one
+in three pairs of fresh processes running pYIN side by side left a cache on which every later
+pYIN died of a segmentation fault (measured here). A worker's first call of each task therefore
+holds `numba_compile_lock`, a lock shared by the machine's processes: the first compiles and
+writes the cache, the others wait and then load it.
+
 This module imports no JAX: the worker imports only it, numpy and librosa (and visqol, pesq,
 cdpam with torch, each only when asked for).
 """
@@ -16,6 +22,7 @@ cdpam with torch, each only when asked for).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import functools
 import math
@@ -23,8 +30,10 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +46,7 @@ PESQ_RATE = 16000  # wide-band PESQ
 CDPAM_RATE = 22050  # the rate CDPAM was trained at
 PERCEPTUAL_EXTRA = "pip install 'tnca_jax[perceptual]'"
 TIMEOUT_S = 600.0  # per task: a hung metric is given up, not waited for forever
+COMPILE_LOCK = Path(tempfile.gettempdir()) / "tnca_jax-numba-compile.lock"
 
 
 def pyin_f0(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,15 +180,37 @@ class Missing:
     why: str
 
 
+@contextlib.contextmanager
+def numba_compile_lock() -> Iterator[None]:
+    """Held, no other process of this machine holding it compiles into numba's cache (an
+    exclusive `flock` on COMPILE_LOCK; where none can be taken, no lock)."""
+    try:
+        import fcntl
+
+        lock = COMPILE_LOCK.open("a")
+    except (ImportError, OSError):
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def serve(descriptor: int) -> None:
     """The worker's loop, on the socket `descriptor` inherited from its parent: run each task
     received, send back its result (or the exception's text, which is no crash), until told to
-    stop (None) or its parent is gone."""
+    stop (None) or its parent is gone. A task function's first call holds
+    `numba_compile_lock`."""
     connection = Connection(descriptor)
+    called: set[Callable[..., Any]] = set()
     try:
         while (task := connection.recv()) is not None:
             try:
-                connection.send(task.function(*task.args))
+                with (contextlib.nullcontext() if task.function in called
+                      else numba_compile_lock()):
+                    result = task.function(*task.args)
+                called.add(task.function)
+                connection.send(result)
             except Exception as err:
                 connection.send(Missing(f"{type(err).__name__}: {err}"))
     except (EOFError, OSError):  # the parent ended (exit, Ctrl-C): nothing left to do
