@@ -6,12 +6,21 @@
 
 Prints one JSON object per line: `impl` ("tnca_jax", "torch_eager", "torch_compile",
 "generate_4s", "ratio"), `cell_updates_per_s` (batch x steps x grid cells per second of
-training, forward + backward + Adam; median over the timed iterations), seconds per
-iteration, peak memory, the JAX and torch versions, the device, `devices` (how many the
-tnca_jax step splits its batch over: all of them, as `tnca_jax.training.train` does), and for
-tnca_jax the achieved GFLOP/s of the count below. The tnca_jax side trains on a random target:
-one note of `--bands` mel bands (a contract like the default one, with that many) and
-`--frames` frames.
+training, forward + backward + Adam), seconds per iteration, peak memory, the JAX and torch
+versions, the device, `devices` (how many the tnca_jax step splits its batch over: all of
+them, as `tnca_jax.training.train` does), and for tnca_jax the achieved GFLOP/s of the count
+below. The tnca_jax side trains on a random target: one note of `--bands` mel bands (a
+contract like the default one, with that many) and `--frames` frames.
+
+The implementations take turns (`--rounds`; in each round `--iterations` timed iterations of
+each, in an order rotated every round, after one warm-up call each before the first round),
+so that a machine whose speed drifts (a shared virtual machine) slows them alike: seconds per
+iteration is the median of the rounds' medians, and each "ratio" line holds the ratio of every
+round (`rounds`) and their median (`ratio`), also against the faster PyTorch of each round
+("tnca_jax/faster_torch").
+Peak memory (`memory`): on a GPU the allocator's peak; on a CPU the peak resident memory of a
+separate process that prepares only that implementation and runs two iterations of it
+(`--memory-of`), so that no implementation is charged with what another left resident.
 
 The two numbers per iteration (16 channels C, hidden H = 128, fire rate r = 0.5; per cell-step,
 i.e. one cell through one growth step, forward and backward). tnca_jax runs the MLP on the
@@ -37,32 +46,95 @@ import contextlib
 import json
 import os
 import platform
+import re
 import resource
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
 
-def _peak_memory_bytes() -> int:
-    stats = jax.devices()[0].memory_stats() or {}
-    if "peak_bytes_in_use" in stats:
-        return int(stats["peak_bytes_in_use"])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # host RSS (CPU)
+class Runner(NamedTuple):
+    """One implementation's training iteration, ready to time (compiled on its first call)."""
+
+    impl: str
+    call: Callable[[], Any]
+    sync: Callable[[Any], Any]
+    # On an accelerator: runs one more iteration and returns its allocator's peak bytes.
+    device_peak: Callable[[], int] | None
+    info: dict
+
+
+def peak_memory(runner: Runner, argv: list[str]) -> tuple[int, str]:
+    """(bytes, how measured) of `runner`'s peak memory (see the module docstring)."""
+    if runner.device_peak is not None:
+        return runner.device_peak(), "device_allocator_peak"
+    done = subprocess.run([sys.executable, "-m", "bench.throughput", *argv,
+                           f"--memory-of={runner.impl}"], capture_output=True, text=True,
+                          check=True)
+    return json.loads(done.stdout.splitlines()[-1])["peak_memory_bytes"], "own_process_peak_rss"
+
+
+def own_process_peak(runner: Runner) -> dict:
+    """This process's peak resident memory after a warm-up and one more iteration of the one
+    implementation it prepared: Linux's high-water mark of this program (ru_maxrss would
+    start from the parent's resident memory, which a forked child inherits), else ru_maxrss."""
+    for _ in range(2):
+        runner.sync(runner.call())
+    try:
+        status = Path("/proc/self/status").read_text()
+        peak = int(re.search(r"^VmHWM:\s*(\d+) kB", status, re.MULTILINE).group(1)) * 1024
+    except (OSError, AttributeError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"impl": runner.impl, "peak_memory_bytes": peak}
+
+
+def take_turns(runners: list[Runner], iterations: int, rounds: int) -> dict[str, list[float]]:
+    """Each implementation's median seconds per iteration in each round: one warm-up call
+    each, then `rounds` rounds in which each times `iterations` synchronised calls in turn
+    (the order rotated each round, so that none always follows the same one)."""
+    for runner in runners:
+        runner.sync(runner.call())
+    medians: dict[str, list[float]] = {runner.impl: [] for runner in runners}
+    for round_ in range(rounds):
+        shift = round_ % len(runners)  # who goes first changes from round to round
+        for runner in runners[shift:] + runners[:shift]:
+            times = []
+            for _ in range(iterations):
+                start = time.perf_counter()
+                runner.sync(runner.call())
+                times.append(time.perf_counter() - start)
+            medians[runner.impl].append(statistics.median(times))
+    return medians
 
 
 def _time(fn, iterations: int, sync) -> float:
     """Median seconds per call over `iterations` calls, each synchronised, after one warm-up
     call (the median resists a stray slow call on a shared machine)."""
-    sync(fn())
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        sync(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return take_turns([Runner("", fn, sync, None, {})], iterations, 1)[""][0]
+
+
+def ratio_lines(medians: dict[str, list[float]]) -> list[dict]:
+    """tnca_jax's speed over each reference's (and over the faster PyTorch of each round, when
+    both ran), per round, and the median of the rounds."""
+    mine = np.array(medians["tnca_jax"])
+    references = {impl: np.array(seconds) for impl, seconds in medians.items()
+                  if impl != "tnca_jax"}
+    if {"torch_eager", "torch_compile"} <= set(references):
+        references["faster_torch"] = np.minimum(references["torch_eager"],
+                                                references["torch_compile"])
+    lines = []
+    for impl, seconds in references.items():
+        rounds = seconds / mine
+        lines.append({"impl": "ratio", "of": f"tnca_jax/{impl}",
+                      "ratio": float(np.median(rounds)), "rounds": rounds.tolist()})
+    return lines
 
 
 def cpu_model() -> str:
@@ -103,7 +175,7 @@ def random_note_set(bands: int, frames: int):
                    grid_frames=frames, conditioned=False)
 
 
-def bench_tnca(args) -> dict:
+def prepare_tnca(args) -> Runner:
     from configs.violin import get_config
     from tnca_jax.settings import read_tnca
     from tnca_jax.tnca_training import Targets, create_train_state, make_train_step
@@ -127,12 +199,15 @@ def bench_tnca(args) -> dict:
         holder["state"], holder["pool"], metrics = step(holder["state"], holder["pool"])
         return metrics["loss"]
 
-    seconds = _time(one, args.iterations, jax.block_until_ready)
-    return {"impl": "tnca_jax", "seconds_per_iteration": seconds,
-            "peak_memory_bytes": _peak_memory_bytes()}
+    def device_peak() -> int:  # JAX's allocator: its peak since the start (JAX's use only)
+        jax.block_until_ready(one())
+        return int(jax.devices()[0].memory_stats()["peak_bytes_in_use"])
+
+    on_cpu = "peak_bytes_in_use" not in (jax.devices()[0].memory_stats() or {})
+    return Runner("tnca_jax", one, jax.block_until_ready, None if on_cpu else device_peak, {})
 
 
-def bench_torch(args, compiled: bool) -> dict:
+def prepare_torch(args, compiled: bool) -> Runner:
     import torch
 
     from bench.torch_nca import TorchNCA, make_step
@@ -143,19 +218,18 @@ def bench_torch(args, compiled: bool) -> dict:
     seed = torch.zeros(args.batch, args.channels, args.bands, args.frames, device=device)
     seed[:, 1:, :, ::8] = 1.0
     step = make_step(model, target, args.steps, compiled)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
 
     def sync(_):
         if device == "cuda":
             torch.cuda.synchronize()
 
-    seconds = _time(lambda: step(seed), args.iterations, sync)
-    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"impl": "torch_compile" if compiled else "torch_eager",
-            "seconds_per_iteration": seconds, "peak_memory_bytes": int(peak),
-            "torch_device": device}
+    def device_peak() -> int:  # one iteration's: eager and compiled share the allocator
+        torch.cuda.reset_peak_memory_stats()
+        sync(step(seed))
+        return int(torch.cuda.max_memory_allocated())
+
+    return Runner("torch_compile" if compiled else "torch_eager", lambda: step(seed), sync,
+                  device_peak if device == "cuda" else None, {"torch_device": device})
 
 
 def bench_generate(args) -> dict:
@@ -200,12 +274,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--channels", type=int, default=16)
     parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--iterations", type=int, default=4,
+                        help="timed iterations of each implementation per round")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds in which the implementations take turns")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)  # peak_memory's
     args = parser.parse_args()
     if args.small:
-        args.bands, args.frames, args.batch, args.steps, args.iterations = 64, 64, 4, 32, 9
+        args.bands, args.frames, args.batch, args.steps, args.rounds = 64, 64, 4, 32, 5
     if args.prototype:
         args.bands, args.frames, args.batch, args.steps = 80, 89, 1, 96
 
@@ -217,25 +295,36 @@ def main() -> None:
         import torch
 
         size["torch"] = torch.__version__
+    if args.iterations < 1 or args.rounds < 1:
+        parser.error("--iterations and --rounds: give at least 1")
+    if args.memory_of is not None:
+        runner = (prepare_tnca(args) if args.memory_of == "tnca_jax"
+                  else prepare_torch(args, compiled=args.memory_of == "torch_compile"))
+        print(json.dumps(own_process_peak(runner)))
+        return
     cells = args.batch * args.steps * args.bands * args.frames
-    results = [bench_tnca(args)]
+    runners = [prepare_tnca(args)]
     if not args.no_torch:
-        results.append(bench_torch(args, compiled=False))
+        runners.append(prepare_torch(args, compiled=False))
         if not args.no_compile:
-            results.append(bench_torch(args, compiled=True))
-    results[0]["flops_per_cell_step"] = flops_per_cell_step(args.channels, args.hidden)
-    results[0]["gflop_per_s"] = (results[0]["flops_per_cell_step"] * cells
-                                 / results[0]["seconds_per_iteration"] / 1e9)
-    for result in results:
-        result["cell_updates_per_s"] = cells / result["seconds_per_iteration"]
+            runners.append(prepare_torch(args, compiled=True))
+    medians = take_turns(runners, args.iterations, args.rounds)
+    for runner in runners:
+        seconds = statistics.median(medians[runner.impl])
+        peak, measured = peak_memory(runner, sys.argv[1:])
+        result = {"impl": runner.impl, "seconds_per_iteration": seconds,
+                  "round_seconds": medians[runner.impl],
+                  "cell_updates_per_s": cells / seconds, "peak_memory_bytes": peak,
+                  "memory": measured, **runner.info}
+        if runner.impl == "tnca_jax":
+            result["flops_per_cell_step"] = flops_per_cell_step(args.channels, args.hidden)
+            result["gflop_per_s"] = result["flops_per_cell_step"] * cells / seconds / 1e9
         if args.prototype:
-            result["seconds_for_8000_iterations"] = 8000 * result["seconds_per_iteration"]
+            result["seconds_for_8000_iterations"] = 8000 * seconds
         print(json.dumps({**result, **size}), flush=True)
-    for reference in results[1:]:
-        print(json.dumps({"impl": "ratio", "of": f"tnca_jax/{reference['impl']}",
-                          "cell_updates_per_s": results[0]["cell_updates_per_s"],
-                          "ratio": results[0]["cell_updates_per_s"]
-                          / reference["cell_updates_per_s"], **size}), flush=True)
+    for line in ratio_lines(medians):
+        print(json.dumps({**line, "iterations_per_round": args.iterations, **size}),
+              flush=True)
     print(json.dumps({**bench_generate(args), "device": size["device"]}), flush=True)
 
 

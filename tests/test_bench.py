@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT
@@ -20,15 +21,39 @@ def run_bench(module: str, *args: str) -> list[dict]:
 
 def test_throughput_compares_tnca_jax_with_the_torch_reference():
     pytest.importorskip("torch")
-    rows = {row["impl"]: row for row in run_bench(
-        "throughput", "--bands", "16", "--frames", "16", "--batch", "2", "--steps", "4",
-        "--iterations", "1", "--no-compile")}
-    assert set(rows) == {"tnca_jax", "torch_eager", "ratio", "generate_4s"}
+    rows = run_bench("throughput", "--bands", "16", "--frames", "16", "--batch", "2",
+                     "--steps", "4", "--iterations", "1", "--rounds", "3", "--no-compile")
+    by_impl = {row["impl"]: row for row in rows}
+    assert set(by_impl) == {"tnca_jax", "torch_eager", "ratio", "generate_4s"}
     for impl in ("tnca_jax", "torch_eager"):
-        assert rows[impl]["cell_updates_per_s"] > 0 and rows[impl]["peak_memory_bytes"] > 0
-    assert rows["ratio"]["ratio"] == pytest.approx(
-        rows["tnca_jax"]["cell_updates_per_s"] / rows["torch_eager"]["cell_updates_per_s"])
-    assert rows["generate_4s"]["frames"] == 172 and rows["generate_4s"]["seconds"] > 0
+        row = by_impl[impl]
+        assert len(row["round_seconds"]) == 3
+        assert row["seconds_per_iteration"] == pytest.approx(np.median(row["round_seconds"]),
+                                                             rel=1e-3)
+        assert row["cell_updates_per_s"] == pytest.approx(2 * 4 * 16 * 16
+                                                          / row["seconds_per_iteration"], rel=1e-9)
+        # Measured in a process of its own (the runtime and libraries included).
+        assert row["memory"] == "own_process_peak_rss" and row["peak_memory_bytes"] > 50e6
+    ratio = by_impl["ratio"]
+    assert ratio["of"] == "tnca_jax/torch_eager"  # no faster_torch without torch.compile
+    rounds = (np.array(by_impl["torch_eager"]["round_seconds"])
+              / np.array(by_impl["tnca_jax"]["round_seconds"]))
+    np.testing.assert_allclose(ratio["rounds"], rounds, rtol=1e-9)
+    assert ratio["ratio"] == pytest.approx(np.median(ratio["rounds"]))
+    assert by_impl["generate_4s"]["frames"] == 172 and by_impl["generate_4s"]["seconds"] > 0
+
+
+def test_ratio_lines_count_the_faster_torch_of_each_round():
+    from bench.throughput import ratio_lines
+
+    lines = {line["of"]: line for line in ratio_lines(
+        {"tnca_jax": [1.0, 2.0, 1.0], "torch_eager": [1.5, 3.0, 2.5],
+         "torch_compile": [2.0, 2.6, 1.2]})}
+    assert lines["tnca_jax/torch_eager"]["rounds"] == [1.5, 1.5, 2.5]
+    assert lines["tnca_jax/torch_compile"]["ratio"] == pytest.approx(1.3)
+    # Round by round: eager, compile, compile were the faster.
+    assert lines["tnca_jax/faster_torch"]["rounds"] == [1.5, 1.3, 1.2]
+    assert lines["tnca_jax/faster_torch"]["ratio"] == pytest.approx(1.3)
 
 
 def test_refinement_scores_best_of_n_and_every_postprocessing(trained_workdir, tmp_path):
