@@ -282,6 +282,9 @@ def main() -> None:
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)  # peak_memory's
     args = parser.parse_args()
+    # Both frameworks share an accelerator in this process: JAX must not take 75% of its
+    # memory up front (read when its backend starts, at the first jax.devices() below).
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if args.small:
         args.bands, args.frames, args.batch, args.steps, args.rounds = 64, 64, 4, 32, 5
     if args.prototype:
