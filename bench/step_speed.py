@@ -6,12 +6,13 @@ one run: iterations per second and the losses of both.
 
 Each side runs in its own process (`--worker`, with the other commit's files first on
 PYTHONPATH: its `tnca_jax` and `configs`), on the same recordings and seed; the sides take
-turns (`--rounds`), so that a busy machine slows both alike. Each worker compiles the job's
-step (`tnca_jax.tnca_training.plan_training`), runs `WARMUP` iterations, then times
-`--iterations`, one at a time (the loss read back each time). Prints one JSON line per side
-(iterations per second, median over its rounds; its losses) and one comparison: the speed-up
-and the largest difference between the two sides' losses (0: the same computation, so the
-same trained model and the same results).
+turns (`--rounds`, who goes first alternating), so that a busy machine slows both alike. Each
+worker compiles the job's step (`tnca_jax.tnca_training.plan_training`), runs `WARMUP`
+iterations, then times `--iterations`, one at a time (the loss read back each time). Prints
+one JSON line per side (iterations per second, median over all its timed iterations; each
+round's median; its losses) and one comparison: the speed-up, each round's, and the largest
+difference between the two sides' losses (0: the same computation, so the same trained model
+and the same results).
 """
 
 from __future__ import annotations
@@ -104,21 +105,27 @@ def main() -> None:
             sys.exit(f"error: no commit {args.against!r} here ({err.stderr.decode().strip()})")
         sides = {"this checkout": ROOT, args.against: Path(other)}
         runs: dict[str, list[dict]] = {name: [] for name in sides}
-        for _ in range(args.rounds):
-            for name, tree in sides.items():
+        order = list(sides.items())
+        for round_ in range(args.rounds):  # who goes first alternates
+            for name, tree in order[round_ % 2:] + order[:round_ % 2]:
                 runs[name].append(_run_worker(tree, args.job, args.iterations))
     about = {"job": args.job, "config": "quick", "iterations": args.iterations,
              "rounds": args.rounds, "cpu": cpu_model(), "host_cores": os.cpu_count()}
-    speed = {}
+    speed, round_seconds = {}, {}
     for name, results in runs.items():
         seconds = [s for result in results for s in result["seconds"]]
         speed[name] = 1 / statistics.median(seconds)
+        round_seconds[name] = [statistics.median(result["seconds"]) for result in results]
         print(json.dumps({"side": name, "iterations_per_s": speed[name],
                           "seconds_per_iteration": statistics.median(seconds),
+                          "round_seconds": round_seconds[name],
                           "losses": results[0]["losses"], **about}), flush=True)
     mine, theirs = runs["this checkout"][0]["losses"], runs[args.against][0]["losses"]
     print(json.dumps({"side": "comparison", "against": args.against,
                       "speedup": speed["this checkout"] / speed[args.against],
+                      "round_speedups": [theirs / mine for mine, theirs in zip(
+                          round_seconds["this checkout"], round_seconds[args.against],
+                          strict=True)],
                       "max_loss_difference": max(abs(a - b) for a, b in zip(mine, theirs,
                                                                             strict=True)),
                       **about}), flush=True)

@@ -42,12 +42,11 @@ PERCEPTION_KERNELS = np.stack([
 NUM_FILTERS = len(PERCEPTION_KERNELS)
 
 
-def _depthwise(state: jax.Array, kernels: np.ndarray) -> list[jax.Array]:
-    """Each 3x3 kernel [filters, 3, 3] correlated with every channel (zero padding), as
-    shifted multiply-adds (XLA fuses them into one loop; faster than a depthwise convolution
-    on CPU and as fast on GPU): [B, F, T, C] -> filters x [B, F, T, C]."""
-    _, n_freq, n_time, _ = state.shape
-    padded = jnp.pad(state, ((0, 0), (1, 1), (1, 1), (0, 0)))
+def _depthwise(padded: jax.Array, kernels: np.ndarray) -> list[jax.Array]:
+    """Each 3x3 kernel [filters, 3, 3] correlated with every channel of a grid given with its
+    one-cell zero border, as shifted multiply-adds (XLA fuses them into one loop; faster than a
+    depthwise convolution on CPU and as fast on GPU): [B, F+2, T+2, C] -> filters x [B, F, T, C]."""
+    n_freq, n_time = padded.shape[1] - 2, padded.shape[2] - 2
     outputs = []
     for kernel in kernels:
         acc = None
@@ -61,16 +60,27 @@ def _depthwise(state: jax.Array, kernels: np.ndarray) -> list[jax.Array]:
     return outputs
 
 
+def _pad(grid: jax.Array) -> jax.Array:
+    """[B, F, T, C] -> [B, F+2, T+2, C] with a one-cell zero border."""
+    return jnp.pad(grid, ((0, 0), (1, 1), (1, 1), (0, 0)))
+
+
 def perceive(state: jax.Array) -> jax.Array:
     """Depthwise 3x3 filtering with zero padding: [B, F, T, C] -> [B, F, T, 4C] (filter-major:
     all channels through the identity, then Sobel along time, ...)."""
-    return jnp.concatenate(_depthwise(state, PERCEPTION_KERNELS), axis=-1)
+    return jnp.concatenate(_depthwise(_pad(state), PERCEPTION_KERNELS), axis=-1)
 
 
 def perceive_transpose(grad: jax.Array) -> jax.Array:
-    """The adjoint of `perceive`: [B, F, T, 4C] -> [B, F, T, C] (each filter's share
-    correlated with its kernel flipped in both axes, summed)."""
-    shares = jnp.split(grad, NUM_FILTERS, axis=-1)
+    """The adjoint of `perceive`: [B, F, T, 4C] -> [B, F, T, C]."""
+    return _perceive_transpose_padded(_pad(grad))
+
+
+def _perceive_transpose_padded(padded: jax.Array) -> jax.Array:
+    """`perceive_transpose` of a gradient given with its one-cell zero border: [B, F+2, T+2,
+    4C] -> [B, F, T, C] (each filter's share correlated with its kernel flipped in both axes,
+    summed)."""
+    shares = jnp.split(padded, NUM_FILTERS, axis=-1)
     flipped = PERCEPTION_KERNELS[:, ::-1, ::-1]
     return sum(_depthwise(share, kernel[None])[0] for share, kernel in zip(shares, flipped,
                                                                            strict=True))
@@ -151,12 +161,19 @@ def _rows(values: jax.Array, index: jax.Array) -> jax.Array:
     return jnp.concatenate([flat, jnp.zeros((1, flat.shape[1]), flat.dtype)])[index]
 
 
-def _scatter(rows: jax.Array, firing: _Firing, shape: tuple[int, ...]) -> jax.Array:
-    """[capacity, n] -> [*shape[:-1], n]: rows back at their cells, zeros elsewhere."""
-    cells = math.prod(shape[:-1])
-    flat = jnp.zeros((cells, rows.shape[1]), rows.dtype).at[firing.index].set(
+def _scatter_padded(rows: jax.Array, firing: _Firing, shape: tuple[int, ...]) -> jax.Array:
+    """[capacity, n] -> [B, F+2, T+2, n]: rows back at their cells of a grid of `shape`
+    [B, F, T, ...] given with a one-cell zero border (zeros elsewhere), so that the border is
+    not padded on afterwards in a pass of its own."""
+    batch, bands, frames = shape[:3]
+    sample, cell = firing.index // (bands * frames), firing.index % (bands * frames)
+    padded_cells = batch * (bands + 2) * (frames + 2)
+    index = jnp.where(firing.index < batch * bands * frames,
+                      (sample * (bands + 2) + cell // frames + 1) * (frames + 2)
+                      + cell % frames + 1, padded_cells)
+    flat = jnp.zeros((padded_cells, rows.shape[1]), rows.dtype).at[index].set(
         rows, mode="drop", unique_indices=True)
-    return flat.reshape(*shape[:-1], rows.shape[1])
+    return flat.reshape(batch, bands + 2, frames + 2, rows.shape[1])
 
 
 def _row_sums(rows: jax.Array, index: jax.Array, like: jax.Array) -> jax.Array:
@@ -185,7 +202,9 @@ def _step_forward(weights: UpdateWeights, context: CellContext, state: jax.Array
     firing = _firing(key, state, fire_rate, context)
     hidden = _hidden_rows(weights, context, perceive(state), firing)
     delta = jax.nn.relu(hidden) @ weights.out_kernel + weights.out_bias
-    updated = state + _scatter(delta, firing, state.shape)
+    cells = state.reshape(-1, state.shape[-1])  # the firing rows updated, no zero grid added
+    updated = cells.at[firing.index].add(delta, mode="drop", unique_indices=True).reshape(
+        state.shape)
     living = (pre_alive & alive_mask(updated)).astype(state.dtype)
     if mask is not None:
         living = living * mask
@@ -236,8 +255,10 @@ def _step_backward(fire_rate, residuals, grad):
     context_grad = CellContext(
         grad_frequency, None if context.time is None
         else _row_sums(grad_hidden, firing.time, context.time))
-    grad_perception = _scatter(grad_hidden @ weights.hidden_kernel.T, firing, perception.shape)
-    return (weights_grad, context_grad, grad_updated + perceive_transpose(grad_perception),
+    grad_perception = _scatter_padded(grad_hidden @ weights.hidden_kernel.T, firing,
+                                      perception.shape)
+    return (weights_grad, context_grad,
+            grad_updated + _perceive_transpose_padded(grad_perception),
             None, None)
 
 
