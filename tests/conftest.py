@@ -20,6 +20,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 from configs.violin import get_config  # noqa: E402
+from tnca_jax.numba_cache import load_librosa  # noqa: E402
+
+load_librosa()  # the modules that compile numba code on import, under the machine-wide lock
 
 VIOLIN = ROOT / "data" / "violin" / "Violin.arco.ff.sulE.A5.stereo.wav"
 

@@ -17,7 +17,7 @@ import tnca_jax
 from tests.conftest import ROOT
 from tnca_jax import phrases
 from tnca_jax.errors import ConfigError, MissingFileError
-from tnca_jax.optional_metrics import numba_compile_lock
+from tnca_jax.numba_cache import numba_compile_lock
 from tnca_jax.runs import SHIPPED_MODEL, load_run
 
 RATE = 22050

@@ -24,9 +24,9 @@ import pytest
 
 import tnca_jax
 from tests import crash
-from tests.conftest import tiny_config, train_note
+from tests.conftest import ROOT, tiny_config, train_note
 from tests.test_robustness import file_hashes
-from tnca_jax import cli, optional_metrics
+from tnca_jax import cli, numba_cache, optional_metrics
 from tnca_jax.audio import fit_full_scale
 from tnca_jax.errors import ConfigError, WorkdirError
 from tnca_jax.modes import evaluate, load_notes, new_inverse
@@ -276,17 +276,36 @@ def test_a_tasks_first_call_waits_for_the_numba_compile_lock():
 
     results: list[float] = []
     optional_metrics.run_tasks([optional_metrics.Task(time.sleep, (0,))])  # worker started
-    with optional_metrics.numba_compile_lock():  # held by this process, not the worker
+    with numba_cache.numba_compile_lock():  # held by this process, not the worker
         waiting = threading.Thread(target=first_call)
         waiting.start()
         time.sleep(1.0)
         released = time.monotonic()  # CLOCK_MONOTONIC: one clock for the machine's processes
     waiting.join(timeout=60)
     assert results and results[0] >= released
-    with optional_metrics.numba_compile_lock():
+    with numba_cache.numba_compile_lock():
         [again] = optional_metrics.run_tasks([optional_metrics.Task(time.monotonic, ())],
                                              timeout=60)
         assert again < time.monotonic()  # answered while the lock is still held here
+
+
+def test_librosa_is_imported_under_the_numba_compile_lock():
+    """Importing librosa compiles pYIN's gufunc into numba's cache: a fresh process loading it
+    (`load_librosa`, as tnca_jax.audio and tnca_jax.contract do) waits while another process
+    holds the lock, and the lock is re-entrant within a process."""
+    code = ("import sys, time; from tnca_jax.numba_cache import load_librosa; "
+            "print(time.monotonic(), flush=True); load_librosa(); "
+            "print(time.monotonic(), 'librosa.core.pitch' in sys.modules, flush=True)")
+    # Held twice (the second not retaken: no deadlock), then released once out of both.
+    with numba_cache.numba_compile_lock(), numba_cache.numba_compile_lock():
+        child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, text=True,
+                                 stdout=subprocess.PIPE)
+        started = float(child.stdout.readline())
+        time.sleep(3.0)  # longer than the import takes (about 1 s here)
+        released = time.monotonic()
+    loaded, pitch_imported = child.stdout.readline().split()
+    assert child.wait(timeout=60) == 0
+    assert started < released <= float(loaded) and pitch_imported == "True"
 
 
 def test_the_worker_ends_with_the_process_that_started_it():

@@ -13,6 +13,7 @@ import numpy as np
 
 from tnca_jax.errors import UserError
 from tnca_jax.files import replacing
+from tnca_jax.numba_cache import load_librosa
 
 SILENCE_DBFS = -60.0  # Peak level under which a file counts as silent.
 FADE_SECONDS = 0.1  # Fade-out where a recording longer than max_seconds is cut.
@@ -75,7 +76,7 @@ def load_recording(path: str | os.PathLike, sample_rate: int, *,
         `NOTE_RANGE_DB` of its loudest moment (a click in silence). The one-line message names
         the file, the problem and the fix.
     """
-    import librosa
+    librosa = load_librosa()
     import soundfile as sf
 
     path = Path(path)
@@ -165,7 +166,7 @@ def _require_a_note(audio: np.ndarray, sample_rate: int, path: Path) -> None:
     """Refuse audio with less than NOTE_SECONDS of sound near its loudest moment (see the
     constants): a click, a burst or a pop in silence is not a note to grow. Audio shorter than
     that altogether is left to the callers' length checks."""
-    import librosa
+    librosa = load_librosa()
 
     if len(audio) < NOTE_SECONDS * sample_rate:
         return

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tnca_jax.errors import UserError
+from tnca_jax.numba_cache import load_librosa
 
 DB_PER_NEPER = 20 / math.log(10)  # dB per unit of natural log of a magnitude.
 
@@ -256,7 +257,7 @@ class MelContract(SpectralContract):
     @functools.cached_property
     def mel_basis(self) -> np.ndarray:
         """Mel filterbank, float64 [n_mels, n_fft // 2 + 1] (cast to the audio's dtype in use)."""
-        import librosa  # Heavy import, needed only once per contract.
+        librosa = load_librosa()  # Heavy import, needed only once per contract.
 
         with warnings.catch_warnings():  # Empty filters are checked (and refused) by us.
             warnings.simplefilter("ignore", UserWarning)

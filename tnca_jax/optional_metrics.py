@@ -9,11 +9,9 @@ compiles pYIN once. `measure` sends it a batch of tasks and collects the results
 a task whose worker dies (any signal, any exception that kills it) or outlasts `TIMEOUT_S`
 becomes a missing value with a note, and the next task gets a fresh worker.
 
-numba's on-disk cache is not safe for two processes compiling the same function at once: one
-in three pairs of fresh processes running pYIN side by side left a cache on which every later
-pYIN died of a segmentation fault (measured here). A worker's first call of each task therefore
-holds `numba_compile_lock`, a lock shared by the machine's processes: the first compiles and
-writes the cache, the others wait and then load it.
+numba's on-disk cache is not safe for two processes compiling the same function at once
+(`tnca_jax.numba_cache`): a worker's first call of each task therefore holds
+`numba_cache.numba_compile_lock`, a lock shared by the machine's processes.
 
 This module imports no JAX: the worker imports only it, numpy and librosa (and visqol, pesq,
 cdpam with torch, each only when asked for).
@@ -30,15 +28,14 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tnca_jax import interrupts
+from tnca_jax.numba_cache import load_librosa, numba_compile_lock
 
 F0_FMIN_HZ, F0_FMAX_HZ = 65.41, 2093.0  # C2..C7
 VISQOL_RATE = 48000
@@ -46,13 +43,12 @@ PESQ_RATE = 16000  # wide-band PESQ
 CDPAM_RATE = 22050  # the rate CDPAM was trained at
 PERCEPTUAL_EXTRA = "pip install 'tnca_jax[perceptual]'"
 TIMEOUT_S = 600.0  # per task: a hung metric is given up, not waited for forever
-COMPILE_LOCK = Path(tempfile.gettempdir()) / "tnca_jax-numba-compile.lock"
 
 
 def pyin_f0(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
     """pYIN over C2-C7 with ~93 ms frames: ([frames] f0 in Hz, NaN where unvoiced; [frames] bool
     voiced)."""
-    import librosa
+    librosa = load_librosa()
 
     frame_length = 2 ** math.ceil(math.log2(0.09 * sample_rate))
     f0, voiced, _ = librosa.pyin(audio, fmin=F0_FMIN_HZ, fmax=F0_FMAX_HZ, sr=sample_rate,
@@ -85,7 +81,7 @@ def visqol_moslqo(reference: np.ndarray, generated: np.ndarray, sample_rate: int
                   ) -> tuple[float | None, str | None]:
     """(ViSQOL audio-mode MOS-LQO at 48 kHz, None) or (None, why it is missing), for two
     aligned signals."""
-    import librosa
+    librosa = load_librosa()
 
     try:
         api = _visqol_api()
@@ -108,7 +104,7 @@ def pesq_mos(reference: np.ndarray, generated: np.ndarray, sample_rate: int
              ) -> tuple[float | None, str | None]:
     """(wide-band PESQ MOS-LQO at 16 kHz, 1.04 to 4.64, None) or (None, why it is missing).
     A speech metric: on instrument notes it ranks vocoders, it is no absolute quality."""
-    import librosa
+    librosa = load_librosa()
 
     try:
         from pesq import PesqError, pesq
@@ -141,7 +137,7 @@ def cdpam_distance(reference: np.ndarray, generated: np.ndarray, sample_rate: in
                    ) -> tuple[float | None, str | None]:
     """(CDPAM distance, 0 for identical audio, lower is better, None) or (None, why it is
     missing): the learned perceptual distance of Manocha et al. 2021 at 22.05 kHz, on CPU."""
-    import librosa
+    librosa = load_librosa()
 
     try:
         model = _cdpam_model()
@@ -178,22 +174,6 @@ class Missing:
     """A task that gave no result, and why."""
 
     why: str
-
-
-@contextlib.contextmanager
-def numba_compile_lock() -> Iterator[None]:
-    """Held, no other process of this machine holding it compiles into numba's cache (an
-    exclusive `flock` on COMPILE_LOCK; where none can be taken, no lock)."""
-    try:
-        import fcntl
-
-        lock = COMPILE_LOCK.open("a")
-    except (ImportError, OSError):
-        yield
-        return
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
 
 
 def serve(descriptor: int) -> None:
