@@ -123,7 +123,7 @@ def main() -> None:
     mine, theirs = runs["this checkout"][0]["losses"], runs[args.against][0]["losses"]
     print(json.dumps({"side": "comparison", "against": args.against,
                       "speedup": speed["this checkout"] / speed[args.against],
-                      "round_speedups": [theirs / mine for mine, theirs in zip(
+                      "round_speedups": [other / this for this, other in zip(
                           round_seconds["this checkout"], round_seconds[args.against],
                           strict=True)],
                       "max_loss_difference": max(abs(a - b) for a, b in zip(mine, theirs,
