@@ -61,7 +61,8 @@ def load_librosa() -> ModuleType:
     """librosa, with the modules that compile numba code when imported, imported under
     `numba_compile_lock` (once per process)."""
     with numba_compile_lock():
-        import librosa
+        # These compile on import: pYIN's gufunc (with librosa.core.audio's zero crossings)
+        # and librosa.util.utils' peak picking and local extrema. Each binds `librosa`.
         import librosa.core.pitch
         import librosa.util.utils
     return librosa
