@@ -4,13 +4,15 @@ one run: iterations per second and the losses of both.
   python -m bench.step_speed --against=3346c53                  # the many-note quick step
   python -m bench.step_speed --against=3346c53 --job=note       # the quick violin step
 
-Each side runs in its own process (`--worker`, with the other commit's files first on
-PYTHONPATH: its `tnca_jax` and `configs`), on the same recordings and seed; the sides take
-turns (`--rounds`, who goes first alternating), so that a busy machine slows both alike. Each
-worker compiles the job's step (`tnca_jax.tnca_training.plan_training`), runs `WARMUP`
-iterations, then times `--iterations`, one at a time (the loss read back each time). Prints
-one JSON line per side (iterations per second, median over all its timed iterations; each
-round's median; its losses) and one comparison: the speed-up, each round's, and the largest
+Each side runs in a process of its own (`--worker`, with the other commit's files first on
+PYTHONPATH: its `tnca_jax` and `configs`), on the same recordings and seed. Both compile the
+job's step (`tnca_jax.tnca_training.plan_training`) and run `WARMUP` iterations, then they
+take short turns (`--rounds` of `--iterations` each, who goes first alternating, the other
+idle), the model training on across turns: this virtual machine's speed drifts by tens of
+percent over seconds to minutes, and short alternating turns slow both sides alike (a whole
+process per side and round, as before, left single rounds between 0.8x and 1.3x). Prints one
+JSON line per side (iterations per second, median over all its timed iterations; each turn's
+median; its losses) and one comparison: the speed-up, each round's, and the largest
 difference between the two sides' losses (0: the same computation, so the same trained model
 and the same results).
 """
@@ -18,6 +20,7 @@ and the same results).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -28,6 +31,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP = 2  # untimed iterations (the first runs the compiled step's one-off work)
@@ -50,17 +54,24 @@ def quick_program(job: str) -> tuple:
     return program, state, carry
 
 
-def worker(job: str, iterations: int) -> dict:
-    """Time `iterations` steps of `job`'s quick config with whatever `tnca_jax` is first on the
-    path."""
+def serve(job: str) -> None:
+    """Compile `job`'s quick step with whatever `tnca_jax` is first on the path, run `WARMUP`
+    iterations, print "ready", then for each line N read from stdin time N more iterations,
+    one at a time (the loss read back each time), and print their seconds and losses as one
+    JSON line. The model trains on across turns, so both sides see the same iterations."""
     program, state, carry = quick_program(job)
-    losses, seconds = [], []
-    for _ in range(WARMUP + iterations):
-        start = time.perf_counter()
+    for _ in range(WARMUP):
         state, carry, metrics = program.step(state, carry)
-        losses.append(float(metrics["loss"]))  # waits for the step
-        seconds.append(time.perf_counter() - start)
-    return {"seconds": seconds[WARMUP:], "losses": losses}
+        float(metrics["loss"])  # waits for the step
+    print("ready", flush=True)
+    for line in sys.stdin:
+        losses, seconds = [], []
+        for _ in range(int(line)):
+            start = time.perf_counter()
+            state, carry, metrics = program.step(state, carry)
+            losses.append(float(metrics["loss"]))  # waits for the step
+            seconds.append(time.perf_counter() - start)
+        print(json.dumps({"seconds": seconds, "losses": losses}), flush=True)
 
 
 def _export(ref: str, destination: Path) -> None:
@@ -71,44 +82,83 @@ def _export(ref: str, destination: Path) -> None:
         files.extractall(destination, filter="data")
 
 
-def _run_worker(tree: Path, job: str, iterations: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker",
-                           f"--job={job}", f"--iterations={iterations}"],
-                          cwd=tree, env=env, capture_output=True, text=True, timeout=1800)
-    if done.returncode != 0:
-        sys.exit(f"error: the worker in {tree} failed: {done.stderr.strip().splitlines()[-1]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+class Worker:
+    """One side's `serve` process, started on the files of `tree` (its stderr into `errors`)."""
+
+    def __init__(self, tree: Path, job: str, errors: IO[str]):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        self.tree, self.errors = tree, errors
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--worker", f"--job={job}"],
+            cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self.errors, text=True)
+
+    def _answer(self) -> str:
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait()
+            self.errors.seek(0)
+            last = (self.errors.read().strip().splitlines() or ["no output"])[-1]
+            sys.exit(f"error: the worker in {self.tree} failed: {last}")
+        return line
+
+    def ready(self) -> None:
+        """Wait until the worker has compiled and warmed up."""
+        self._answer()
+
+    def turn(self, iterations: int) -> dict:
+        """Time `iterations` more iterations: {"seconds": [...], "losses": [...]}."""
+        self.process.stdin.write(f"{iterations}\n")
+        self.process.stdin.flush()
+        return json.loads(self._answer())
+
+    def close(self) -> None:
+        """End the worker (at once when it is still compiling after the other failed)."""
+        with contextlib.suppress(BrokenPipeError):
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--against", help="the commit to compare with (required)")
     parser.add_argument("--job", choices=("instruments", "note"), default="instruments")
-    parser.add_argument("--iterations", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=2, help="timed iterations per turn")
+    parser.add_argument("--rounds", type=int, default=10, help="turns of each side")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.job, args.iterations)))
+        serve(args.job)
         return
     if not args.against:
         parser.error("--against=COMMIT is required")
 
     from bench.throughput import cpu_model
 
-    with tempfile.TemporaryDirectory() as other:
+    with tempfile.TemporaryDirectory() as other, contextlib.ExitStack() as files:
         try:
             _export(args.against, Path(other))
         except subprocess.CalledProcessError as err:
             sys.exit(f"error: no commit {args.against!r} here ({err.stderr.decode().strip()})")
         sides = {"this checkout": ROOT, args.against: Path(other)}
-        runs: dict[str, list[dict]] = {name: [] for name in sides}
-        order = list(sides.items())
-        for round_ in range(args.rounds):  # who goes first alternates
-            for name, tree in order[round_ % 2:] + order[:round_ % 2]:
-                runs[name].append(_run_worker(tree, args.job, args.iterations))
+        workers = {name: Worker(tree, args.job, files.enter_context(
+            tempfile.TemporaryFile(mode="w+"))) for name, tree in sides.items()}
+        try:
+            for worker in workers.values():  # both compile side by side, then take turns
+                worker.ready()
+            runs: dict[str, list[dict]] = {name: [] for name in sides}
+            order = list(workers.items())
+            for round_ in range(args.rounds):  # who goes first alternates
+                for name, worker in order[round_ % 2:] + order[:round_ % 2]:
+                    runs[name].append(worker.turn(args.iterations))
+        finally:
+            for worker in workers.values():
+                worker.close()
     about = {"job": args.job, "config": "quick", "iterations": args.iterations,
              "rounds": args.rounds, "cpu": cpu_model(), "host_cores": os.cpu_count()}
     speed, round_seconds = {}, {}
@@ -119,8 +169,10 @@ def main() -> None:
         print(json.dumps({"side": name, "iterations_per_s": speed[name],
                           "seconds_per_iteration": statistics.median(seconds),
                           "round_seconds": round_seconds[name],
-                          "losses": results[0]["losses"], **about}), flush=True)
-    mine, theirs = runs["this checkout"][0]["losses"], runs[args.against][0]["losses"]
+                          "losses": [loss for result in results for loss in result["losses"]],
+                          **about}), flush=True)
+    mine, theirs = ([loss for result in runs[name] for loss in result["losses"]]
+                    for name in ("this checkout", args.against))
     print(json.dumps({"side": "comparison", "against": args.against,
                       "speedup": speed["this checkout"] / speed[args.against],
                       "round_speedups": [other / this for this, other in zip(

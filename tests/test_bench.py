@@ -171,3 +171,44 @@ def test_step_profile_labels_each_operation_by_pass_and_primitive(tmp_path):
     assert sum(g["share"] for g in groups) == pytest.approx(1.0, abs=1e-3)
     assert op_ms > 0 and largest[0]["ms_per_iteration"] >= largest[-1]["ms_per_iteration"]
     assert not any(row.get("opcode") in CONTROL_FLOW for row in largest)
+
+
+STAND_IN = {  # a tree whose quick job is a counter: iteration k's loss is 1 / k
+    "configs/instruments.py": "def get_config(arg):\n    return arg\n",
+    "tnca_jax/__init__.py": "",
+    "tnca_jax/modes.py": "def load_notes(settings, inverse):\n    return None\n\n\n"
+                         "def new_inverse(settings):\n    return None\n",
+    "tnca_jax/settings.py": "def read_tnca(config):\n    return config\n",
+    "tnca_jax/tnca_training.py": (
+        "class Program:\n    def init(self):\n        return None, 0, 0\n\n"
+        "    def step(self, state, carry):\n"
+        "        return state + 1, carry, {'loss': 1 / (state + 1)}\n"
+        "\n\ndef plan_training(settings, notes, writer):\n    return Program()\n"),
+}
+
+
+def test_step_speed_workers_take_turns_and_train_on(tmp_path):
+    """A worker of `bench.step_speed` compiles, warms up, then times each turn's iterations,
+    the model training on from turn to turn; a tree whose package fails to import ends the
+    bench with one error line naming it."""
+    from bench.step_speed import WARMUP, Worker
+
+    for name, text in STAND_IN.items():
+        (tmp_path / "good" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "good" / name).write_text(text)
+    with (tmp_path / "errors").open("w+") as errors:
+        worker = Worker(tmp_path / "good", "instruments", errors)
+        worker.ready()
+        turns = [worker.turn(2), worker.turn(3)]
+        worker.close()
+    assert worker.process.returncode == 0
+    assert [len(turn["seconds"]) for turn in turns] == [2, 3]
+    assert turns[0]["losses"] + turns[1]["losses"] == pytest.approx(
+        [1 / k for k in range(WARMUP + 1, WARMUP + 6)])
+
+    (tmp_path / "bad" / "tnca_jax").mkdir(parents=True)
+    (tmp_path / "bad" / "tnca_jax" / "__init__.py").write_text("raise ImportError('broken')\n")
+    with (tmp_path / "errors").open("w+") as errors, pytest.raises(SystemExit) as ended:
+        Worker(tmp_path / "bad", "instruments", errors).ready()
+    assert str(ended.value).startswith(f"error: the worker in {tmp_path / 'bad'} failed: ")
+    assert str(ended.value).endswith("ImportError: broken")
