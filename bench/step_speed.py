@@ -94,27 +94,30 @@ class Worker:
             cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=self.errors, text=True)
 
-    def _answer(self) -> str:
-        line = self.process.stdout.readline()
-        if not line:
-            self.process.wait()
-            self.errors.seek(0)
-            last = (self.errors.read().strip().splitlines() or ["no output"])[-1]
-            sys.exit(f"error: the worker in {self.tree} failed: {last}")
-        return line
+    def _answer(self, start: str) -> str:
+        """The worker's next stdout line beginning with `start` (anything else a library
+        printed is skipped); its stderr's last line as the error when it ended instead."""
+        while line := self.process.stdout.readline():
+            if line.startswith(start):
+                return line
+        self.process.wait()
+        self.errors.seek(0)
+        last = (self.errors.read().strip().splitlines() or ["no output"])[-1]
+        sys.exit(f"error: the worker in {self.tree} failed: {last}")
 
     def ready(self) -> None:
         """Wait until the worker has compiled and warmed up."""
-        self._answer()
+        self._answer("ready")
 
     def turn(self, iterations: int) -> dict:
         """Time `iterations` more iterations: {"seconds": [...], "losses": [...]}."""
         self.process.stdin.write(f"{iterations}\n")
         self.process.stdin.flush()
-        return json.loads(self._answer())
+        return json.loads(self._answer("{"))
 
     def close(self) -> None:
-        """End the worker (at once when it is still compiling after the other failed)."""
+        """End the worker: its stdin closed, it stops; killed if it has not after 10 s (still
+        compiling when the other side failed)."""
         with contextlib.suppress(BrokenPipeError):
             self.process.stdin.close()
         try:
@@ -137,6 +140,8 @@ def main() -> None:
         return
     if not args.against:
         parser.error("--against=COMMIT is required")
+    if args.iterations < 1 or args.rounds < 1:
+        parser.error("--iterations and --rounds must be at least 1")
 
     from bench.throughput import cpu_model
 

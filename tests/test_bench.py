@@ -178,7 +178,8 @@ STAND_IN = {  # a tree whose quick job is a counter: iteration k's loss is 1 / k
     "tnca_jax/__init__.py": "",
     "tnca_jax/modes.py": "def load_notes(settings, inverse):\n    return None\n\n\n"
                          "def new_inverse(settings):\n    return None\n",
-    "tnca_jax/settings.py": "def read_tnca(config):\n    return config\n",
+    "tnca_jax/settings.py": "def read_tnca(config):\n    print('a library speaking')\n"
+                            "    return config\n",
     "tnca_jax/tnca_training.py": (
         "class Program:\n    def init(self):\n        return None, 0, 0\n\n"
         "    def step(self, state, carry):\n"
@@ -189,8 +190,8 @@ STAND_IN = {  # a tree whose quick job is a counter: iteration k's loss is 1 / k
 
 def test_step_speed_workers_take_turns_and_train_on(tmp_path):
     """A worker of `bench.step_speed` compiles, warms up, then times each turn's iterations,
-    the model training on from turn to turn; a tree whose package fails to import ends the
-    bench with one error line naming it."""
+    the model training on from turn to turn (what else it prints is skipped); a tree whose
+    package fails to import ends the bench with one error line naming it."""
     from bench.step_speed import WARMUP, Worker
 
     for name, text in STAND_IN.items():
