@@ -165,7 +165,8 @@ def main() -> None:
             for worker in workers.values():
                 worker.close()
     about = {"job": args.job, "config": "quick", "iterations": args.iterations,
-             "rounds": args.rounds, "cpu": cpu_model(), "host_cores": os.cpu_count()}
+             "rounds": args.rounds, "cpu": cpu_model(), "host_cores": os.cpu_count(),
+             "usable_cores": len(os.sched_getaffinity(0))}  # fewer under taskset
     speed, round_seconds = {}, {}
     for name, results in runs.items():
         seconds = [s for result in results for s in result["seconds"]]

@@ -213,3 +213,31 @@ def test_step_speed_workers_take_turns_and_train_on(tmp_path):
         Worker(tmp_path / "bad", "instruments", errors).ready()
     assert str(ended.value).startswith(f"error: the worker in {tmp_path / 'bad'} failed: ")
     assert str(ended.value).endswith("ImportError: broken")
+
+
+def test_vocoder_oracles_average_both_formulas_over_the_notes():
+    """`bench.vocoder.oracles`: every oracle scored by the project's and the anchors' MR-STFT,
+    each the mean over the notes; the exact magnitude with Griffin-Lim's phase renders a
+    harmonic note with a little noise closely by both."""
+    from bench.vocoder import ORACLE_METRICS, oracles
+    from tnca_jax.contract import get_contract
+
+    contract = get_contract("griffinlim_22khz_128band")
+    time = np.arange(int(0.5 * contract.sample_rate)) / contract.sample_rate
+    noise = 0.01 * np.random.default_rng(1).standard_normal(len(time))
+    notes = [({"name": str(f0)}, (0.3 * sum(np.sin(2 * np.pi * f0 * k * time) / k
+                                             for k in range(1, 9)) + noise).astype(np.float32))
+             for f0 in (220.0, 440.0)]
+    both, first, second = oracles(notes, contract), oracles(notes[:1], contract), oracles(
+        notes[1:], contract)
+    assert set(both) == {"true_magnitude_griffinlim", "mel_magnitude_true_phase",
+                         "true_partials_random_noise_phase"}
+    for name, scores in both.items():
+        assert set(scores) == set(ORACLE_METRICS)
+        for metric, value in scores.items():
+            assert value == pytest.approx((first[name][metric] + second[name][metric]) / 2,
+                                          rel=1e-6)
+            assert value > 0
+    assert both["true_magnitude_griffinlim"]["mrstft_auraloss"] < 0.6
+    assert (both["true_magnitude_griffinlim"]["mrstft_auraloss"]
+            != both["true_magnitude_griffinlim"]["mrstft"])
