@@ -29,9 +29,11 @@ measured; of any instrument when none is a violin's, any note when none is under
 through every vocoder
 (`tnca_jax.plots.stft_panels`).
 
-`--oracles` adds what no log-mel vocoder can beat on these notes, from the recording's own
-STFT under the contract (one "oracle" line per case: the mean over the notes of the project's
-mrstft and of the anchors' formula, `mrstft_auraloss`, the one the vocoder issue's bar is in):
+`--oracles` adds renderers told more than a log-mel holds, from the recording's own STFT under
+the contract: one "oracle" line per case, the mean over the notes of the project's mrstft and of
+the anchors' formula (`mrstft_auraloss`, the one the vocoder issue's bar is in). The third is
+what a vocoder that cannot know the recording's noise sample is not expected to beat; the
+second, given the true phase, bounds nothing:
 - `true_magnitude_griffinlim`: the exact STFT magnitude, phase by 64 Griffin-Lim iterations
   (the magnitude a mel does not hold);
 - `mel_magnitude_true_phase`: the mel's least-squares magnitude with the recording's own phase;
@@ -175,7 +177,7 @@ def main() -> None:
     parser.add_argument("--griffinlim-iterations", type=int, default=None, metavar="N",
                         help="also measure Griffin-Lim with N iterations")
     parser.add_argument("--oracles", action="store_true",
-                        help="add the oracle lines (what no log-mel vocoder can beat)")
+                        help="add the oracle lines (renderers told more than a log-mel holds)")
     args = parser.parse_args()
 
     data = music_train.read_vocoder(get_config()).data
